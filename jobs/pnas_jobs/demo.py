@@ -1,0 +1,188 @@
+"""Sample data for trying pnas-eval offline: generated images, and weights whose accuracy is known.
+
+No ImageNet and no pretrained weights can be downloaded here, and a randomly initialised network
+predicts one class for every image. So the demo (and the tests) plant a classifier head: the
+backbone stays random, and the last linear layer is solved, by least squares on the images' own
+pooled features, so that each image scores its label at a chosen rank (1st, 2nd, ... or outside
+the top 5). The pipeline's Top1..Top5 must then come out exactly as planted. That checks every
+stage end to end; it says nothing about the model's real accuracy.
+"""
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pnas_jobs import metric
+
+LABEL_SCORE, DECOY_STEP = 10.0, 1.0
+
+
+@dataclass(frozen=True)
+class Planted:
+    weights: Path
+    ranks: dict[str, int]  # image name -> 0-based rank of its label (5 = outside the top 5)
+    num_classes: int
+
+    def hits(self, names=None) -> np.ndarray:
+        ranks = np.array([self.ranks[n] for n in (names or self.ranks)])
+        return np.array([(ranks < k).sum() for k in range(1, metric.TOPN + 1)])
+
+    def table(self, names=None) -> dict:
+        """The accuracy JSON the pipeline must produce for these images."""
+        names = list(names or self.ranks)
+        return metric.accuracy_table(len(names), self.num_classes, self.hits(names))
+
+
+def sample_images(folder: Path, count: int, classes: int = 1000, seed: int = 0) -> dict[str, int]:
+    """`count` JPEGs of assorted sizes and content, ImageNet-val names, and their val_label.txt."""
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    labels = {}
+    for i in range(count):
+        width, height = int(rng.integers(300, 640)), int(rng.integers(240, 560))
+        y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+        phase = rng.uniform(0, 2 * math.pi, 3)
+        freq = rng.uniform(0.005, 0.05, 3)
+        pixels = np.stack(
+            [127 + 120 * np.sin(freq[c] * (x * math.cos(phase[c]) + y * math.sin(phase[c])) + phase[c]) for c in range(3)],
+            axis=-1,
+        )
+        pixels += rng.normal(0, 12, pixels.shape)
+        image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+        draw = ImageDraw.Draw(image)
+        for _ in range(int(rng.integers(2, 7))):
+            box = sorted(rng.integers(0, width, 2)), sorted(rng.integers(0, height, 2))
+            colour = tuple(int(v) for v in rng.integers(0, 256, 3))
+            (draw.ellipse if rng.random() < 0.5 else draw.rectangle)([box[0][0], box[1][0], box[0][1], box[1][1]], fill=colour)
+        name = f"ILSVRC2012_val_{i + 1:08d}"
+        image.save(folder / f"{name}.JPEG", quality=90)
+        labels[name] = int(rng.integers(0, classes))
+    return labels
+
+
+def write_labels(path: Path, labels: dict[str, int]) -> None:
+    path.write_text("".join(f"{name}.JPEG {label}\n" for name, label in sorted(labels.items())))
+
+
+def default_ranks(names: list[str]) -> dict[str, int]:
+    """A spread of label ranks: most images right, some 2nd..5th, some missed entirely."""
+    pattern = [0, 0, 0, 0, 0, 0, 1, 0, 2, 0, 3, 0, 4, 5, 0, 1]
+    return {name: pattern[i % len(pattern)] for i, name in enumerate(names)}
+
+
+def plant_head(
+    model_name: str,
+    crops: np.ndarray,
+    names: list[str],
+    labels: dict[str, int],
+    ranks: dict[str, int],
+    weights: Path,
+    preprocess,
+) -> Planted:
+    """Save weights (random backbone, solved head) under which each image's label has its rank."""
+    import timm
+    import torch
+
+    from pnas_jobs import transform
+
+    torch.manual_seed(0)
+    model = timm.create_model(model_name, pretrained=False).eval()
+    with torch.no_grad():
+        batches = [transform.normalize(crops[i : i + 8], preprocess) for i in range(0, len(crops), 8)]
+        features = np.concatenate(
+            [model.forward_head(model.forward_features(torch.from_numpy(b)), pre_logits=True).double().numpy() for b in batches]
+        )
+    classes = model.num_classes
+    if len(names) > features.shape[1]:
+        raise ValueError(f"{model_name} has {features.shape[1]} features: plant at most that many images")
+    target = np.zeros((len(names), classes))
+    for row, name in enumerate(names):
+        label = labels[name]
+        target[row, label] = LABEL_SCORE
+        for j in range(ranks[name]):  # decoys above the label push it down to its rank
+            target[row, (label + 1 + j) % classes] = LABEL_SCORE + DECOY_STEP * (j + 1)
+    # centre the features (the random backbone's features share a large common part) and solve
+    mean = features.mean(axis=0)
+    solution, *_ = np.linalg.lstsq(features - mean, target - target.mean(axis=0), rcond=None)
+    bias = target.mean(axis=0) - mean @ solution
+    head = model.get_classifier()
+    with torch.no_grad():
+        head.weight.copy_(torch.from_numpy(solution.T))
+        head.bias.copy_(torch.from_numpy(bias))
+        check = np.concatenate([model(torch.from_numpy(b)).numpy() for b in batches])
+    got = metric.ranks(check, np.array([labels[n] for n in names]))
+    wanted = np.array([min(ranks[n], 5) for n in names])
+    if not np.array_equal(np.minimum(got, 5), wanted):
+        raise RuntimeError(f"planting failed for {(np.minimum(got, 5) != wanted).sum()} images")
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), weights)
+    return Planted(weights, {n: int(r) for n, r in zip(names, wanted)}, classes)
+
+
+def crops_of(folder: Path, names: list[str], preprocess) -> np.ndarray:
+    from pnas_jobs import transform
+
+    return np.stack([transform.preprocess((folder / f"{n}.JPEG").read_bytes(), preprocess) for n in names])
+
+
+def prepare(workdir: Path, count: int, model_name: str) -> tuple[Path, Planted]:
+    """Images, labels, planted weights and a PnasEval manifest under `workdir` (reused if present)."""
+    import yaml
+
+    from pnas_jobs import transform
+
+    images, labels_path = workdir / "images", workdir / "val_label.txt"
+    labels = sample_images(images, count)
+    write_labels(labels_path, labels)
+    names = sorted(labels)
+    config = transform.resolve(model_name)
+    weights = workdir / f"{model_name}-planted.pth"
+    planted = plant_head(model_name, crops_of(images, names, config), names, labels, default_ranks(names), weights, config)
+    manifest = {
+        "apiVersion": "pnaseval.io/v1alpha1",
+        "kind": "PnasEval",
+        "metadata": {"name": f"{model_name.replace('_', '-')}-demo", "namespace": "local"},
+        "spec": {
+            "model": {"name": model_name, "weights": str(weights.absolute())},
+            "dataset": {"images": str(images.absolute()), "labels": str(labels_path.absolute()), "shards": 3},
+            "inference": {"backend": "onnxruntime", "device": "cpu", "batchSizes": [1, 4]},
+            "storage": {"uri": str((workdir / "runs").absolute())},
+        },
+    }
+    spec_path = workdir / "pnaseval.yaml"
+    spec_path.write_text(yaml.safe_dump(manifest, sort_keys=False))
+    return spec_path, planted
+
+
+def main(workdir: Path, count: int, model_name: str, workers: int) -> int:
+    from pnas_jobs import local, records
+    from pnas_jobs.spec import load_manifest
+    from pnas_jobs.storage import open_store
+
+    print(
+        "pnas-eval demo: no pretrained weights can be downloaded here, so the backbone is random and the\n"
+        f"classifier head is planted on {count} generated images: each label sits at a known rank, so the\n"
+        "expected Top1..Top5 are known in advance. This checks the pipeline, not the model's accuracy.",
+        file=sys.stderr,
+    )
+    spec_path, planted = prepare(workdir, count, model_name)
+    manifest = load_manifest(spec_path)
+    code = local.run(manifest, workdir, workers, force=True)
+    if code:
+        return code
+    store = open_store(f"{manifest.spec.storage.uri}/{manifest.metadata.namespace}/{manifest.metadata.name}")
+    expected = metric.seed_json(planted.table())
+    report = records.read(store, "report.json")
+    for result in report["results"]:
+        got = store.read_text(result["accuracy_json"])
+        verdict = "matches" if got == expected else f"DIFFERS from {expected}"
+        print(f"bs{result['batch_size']}: {verdict} the planted answer")
+        if got != expected:
+            code = 1
+    return code

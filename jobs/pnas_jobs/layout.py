@@ -1,0 +1,49 @@
+"""Where each stage's outputs live under a run's root (`<storage.uri>/<namespace>/<name>/`).
+
+    model/model.onnx            simplified, self-contained ONNX (onnxruntime)
+    model/model_bs<B>.om        Ascend models, one per batch size (target om)
+    model/convert.json          conversion record: parity, checksums, label offset (written last)
+    shards/shard-<i>.pixels     uint8 NHWC crops of shard i
+    shards/shard-<i>.json       its manifest: names, labels, failures, checksum (written last)
+    results/bs<B>/shard-<i>.tar ais_bench TXT files (<stem>_0.txt) of shard i at batch size B
+    results/bs<B>/shard-<i>.json  timing and checksum of that tar (written last: the commit marker)
+    result_bs<B>.json           accuracy in the seed's vision_metric format
+    report.json                 everything else: counts, failures, throughput, checksums, timings
+
+A marker written last makes each unit of work visible only once complete, so a reader never sees
+half a shard and a re-run replaces a unit as a whole.
+"""
+from __future__ import annotations
+
+
+def root(storage_uri: str, namespace: str, name: str) -> str:
+    return f"{storage_uri.rstrip('/')}/{namespace}/{name}"
+
+
+CONVERT_RECORD = "model/convert.json"
+ONNX_MODEL = "model/model.onnx"
+REPORT = "report.json"
+
+
+def om_model(batch_size: int) -> str:
+    return f"model/model_bs{batch_size}.om"
+
+
+def shard_pixels(index: int) -> str:
+    return f"shards/shard-{index:05d}.pixels"
+
+
+def shard_manifest(index: int) -> str:
+    return f"shards/shard-{index:05d}.json"
+
+
+def result_tar(batch_size: int, index: int) -> str:
+    return f"results/bs{batch_size}/shard-{index:05d}.tar"
+
+
+def result_marker(batch_size: int, index: int) -> str:
+    return f"results/bs{batch_size}/shard-{index:05d}.json"
+
+
+def accuracy_json(batch_size: int) -> str:
+    return f"result_bs{batch_size}.json"

@@ -1,0 +1,204 @@
+"""Stage 4, aggregate: every shard's results + labels -> result_bs<B>.json (the seed's format) and
+report.json; or, for results made outside pnas-eval, one ais_bench TXT folder -> one JSON.
+
+Nothing is published while a shard is missing or stale: each result is checked against the shard
+it came from, and each image is counted once.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pnas_jobs import dataset, layout, metric, records, results
+from pnas_jobs.errors import UserError
+from pnas_jobs.storage import StorageSettings, open_object, open_store
+
+log = logging.getLogger(__name__)
+
+
+def score(names: list[str], scores: np.ndarray, labels: dict[str, int], source: str) -> tuple[dict, np.ndarray]:
+    """The seed's accuracy table for these results, and each image's label rank."""
+    unknown = [n for n in names if n not in labels]
+    if unknown:
+        raise UserError(f"{len(unknown)} results have no label in {source} (e.g. {unknown[:3]})")
+    num_classes = scores.shape[1] if len(names) else 0
+    targets = np.array([labels[n] for n in names], dtype=np.int64) + metric.label_offset(num_classes)
+    if len(targets) and (targets.min() < 0 or targets.max() >= num_classes):
+        raise UserError(f"labels in {source} fall outside the {num_classes} scores of the results")
+    positions = metric.ranks(scores, targets)
+    hits = np.array([(positions < k).sum() for k in range(1, metric.TOPN + 1)])
+    return metric.accuracy_table(len(names), num_classes, hits), positions
+
+
+def score_folder(results_dir: str, labels_uri: str, output: str) -> dict:
+    """`pnas-eval aggregate --results DIR`: score a plain ais_bench output folder like the seed."""
+    folder = Path(results_dir)
+    if not folder.is_dir():
+        raise UserError(f"--results: {results_dir} is not a folder")
+    labels = dataset.read_labels(labels_uri)
+    try:
+        files, scores = results.parse_first_lines(results.first_lines_from_dir(folder))
+    except results.ScoreFormatError as error:
+        raise UserError(f"--results: {error}") from None
+    table, _ = score([results.image_name(f) for f in files], scores, labels, labels_uri)
+    store, key = open_object(output)
+    store.write_text(key, metric.seed_json(table))
+    return table
+
+
+def _combined_timing(markers: list[dict], batch_size: int) -> dict:
+    count = sum(m["compute"].get("count", 0) for m in markers)
+    if not count:
+        return {"count": 0}
+    mean = sum(m["compute"]["mean"] * m["compute"]["count"] for m in markers if m["compute"]["count"]) / count
+    images = sum(m["images"] for m in markers)
+    seconds = sum(m["seconds"] for m in markers)
+    e2e = images / seconds if seconds else 0.0
+    compute = 1000.0 * batch_size / mean
+    return {
+        "batches": count,
+        "mean_ms": mean,
+        "min_ms": min(m["compute"]["min"] for m in markers if m["compute"]["count"]),
+        "max_ms": max(m["compute"]["max"] for m in markers if m["compute"]["count"]),
+        "throughput": compute,
+        "end_to_end_images_per_s": e2e,
+        "pipeline_efficiency": e2e / compute if compute else 0.0,
+    }
+
+
+def _read_batch_size(store, batch_size: int, manifests: list[dict], work: Path) -> tuple[list[str], np.ndarray, list]:
+    markers, missing, stale = [], [], []
+    for manifest in manifests:
+        index = manifest["index"]
+        marker = records.read(store, layout.result_marker(batch_size, index))
+        if marker is None:
+            missing.append(index)
+        elif marker["inputs"]["shard_sha256"] != manifest["pixels"]["sha256"]:
+            stale.append(index)
+        else:
+            markers.append(marker)
+    if missing or stale:
+        parts = [f"missing for shards {missing}" if missing else "", f"stale for shards {stale}" if stale else ""]
+        raise UserError(
+            f"results for batch size {batch_size} are {' and '.join(p for p in parts if p)}: "
+            "re-run their inference; nothing was published"
+        )
+    names, blocks = [], []
+    for manifest, marker in zip(manifests, markers):
+        path = store.fetch(marker["tar"]["key"], work)
+        if records.sha256_file(path) != marker["tar"]["sha256"]:
+            raise UserError(f"{marker['tar']['key']} does not match its checksum: re-run inference of that shard")
+        files, scores = results.parse_first_lines(results.first_lines_from_tar(path))
+        shard_names = [results.image_name(f) for f in files]
+        if sorted(shard_names) != sorted(manifest["images"]):
+            raise UserError(
+                f"{marker['tar']['key']} holds {len(files)} results for the {len(manifest['images'])} images "
+                f"of shard {manifest['index']}: re-run inference of that shard"
+            )
+        names += shard_names
+        blocks.append(scores)
+        if path.is_relative_to(work):
+            path.unlink()
+    if len(set(names)) != len(names):
+        raise UserError(f"an image appears in two shards of batch size {batch_size}; re-run the shard stage")
+    width = {b.shape[1] for b in blocks if len(b)}
+    if len(width) > 1:
+        raise UserError(f"shards of batch size {batch_size} disagree on the number of classes: {sorted(width)}")
+    scores = np.concatenate([b for b in blocks if len(b)]) if names else np.zeros((0, 0), np.float32)
+    return names, scores, markers
+
+
+def run(
+    run_uri: str,
+    labels_uri: str,
+    batch_sizes: tuple[int, ...],
+    shards: int,
+    limit: int = 0,
+    summary_file: str | None = None,
+) -> dict:
+    started = time.perf_counter()
+    settings = StorageSettings.from_env()
+    store = open_store(run_uri, settings)
+    labels = dataset.read_labels(labels_uri, settings)
+    convert = records.read(store, layout.CONVERT_RECORD) or {}
+    manifests, missing = [], []
+    for index in range(shards):
+        manifest = records.read(store, layout.shard_manifest(index))
+        (manifests.append(manifest) if manifest else missing.append(index))
+    if missing:
+        raise UserError(f"shards {missing} do not exist under {store.uri}: run the shard stage; nothing was published")
+
+    summary, per_batch = [], []
+    with tempfile.TemporaryDirectory(prefix="pnas-aggregate-") as tmp:
+        for batch_size in sorted(batch_sizes):
+            names, scores, markers = _read_batch_size(store, batch_size, manifests, Path(tmp))
+            table, positions = score(names, scores, labels, labels_uri)
+            store.write_text(layout.accuracy_json(batch_size), metric.seed_json(table))
+            timing = _combined_timing(markers, batch_size)
+            accuracy = metric.percentages(table)
+            per_batch.append(
+                dict(
+                    batch_size=batch_size,
+                    images=len(names),
+                    classes=int(scores.shape[1]) if len(names) else 0,
+                    accuracy=accuracy,
+                    accuracy_json=layout.accuracy_json(batch_size),
+                    timing=timing,
+                    shards=[
+                        {k: m[k] for k in ("index", "images", "seconds", "end_to_end_images_per_s", "compute")}
+                        for m in markers
+                    ],
+                    backend=markers[0]["backend"] if markers else None,
+                    device=markers[0]["device"] if markers else None,
+                )
+            )
+            summary.append(
+                {
+                    "batchSize": batch_size,
+                    "images": len(names),
+                    **{k: accuracy.get(k) for k in ("top1", "top5")},
+                    "throughput": round(timing.get("throughput", 0.0), 2),
+                    "json": f"{store.uri}/{layout.accuracy_json(batch_size)}",
+                }
+            )
+    failed = [dict(f, shard=m["index"]) for m in manifests for f in m["failed"]]
+    selected = {n for m in manifests for n in m["images"]} | {dataset.image_name(f["image"]) for f in failed}
+    report = dict(
+        run=store.uri,
+        model={
+            k: convert.get(k) for k in ("model", "num_classes", "label_offset", "input_size", "opset", "weights", "parity")
+        }
+        | {"onnx_sha256": convert.get("onnx", {}).get("sha256"), "om": convert.get("om")},
+        dataset=dict(
+            labels=labels_uri,
+            images=len(selected),
+            scored=sum(len(m["images"]) for m in manifests),
+            failed=failed,
+            # with a limit, most labels have no selected image by design
+            labels_without_image=sorted(set(labels) - selected)[:50] if not limit else None,
+            labels_without_image_count=len(set(labels) - selected) if not limit else None,
+            preprocess=manifests[0]["preprocess"],
+        ),
+        shards=[
+            {"index": m["index"], "images": len(m["images"]), "failed": len(m["failed"]), "seconds": m["seconds"]}
+            for m in manifests
+        ],
+        results=per_batch,
+        timings=dict(
+            convert_s=convert.get("timings"),
+            shard_s=sum(m["seconds"] for m in manifests),
+            infer_s={str(b["batch_size"]): sum(s["seconds"] for s in b["shards"]) for b in per_batch},
+            aggregate_s=time.perf_counter() - started,
+        ),
+    )
+    records.write(store, layout.REPORT, report)
+    if summary_file:
+        Path(summary_file).write_text(json.dumps({"results": summary, "failedImages": len(failed)}))
+    for row in summary:
+        log.info("aggregate bs%d: %d images, top-1 %s%%, top-5 %s%%", row["batchSize"], row["images"], row["top1"], row["top5"])
+    return report

@@ -1,0 +1,205 @@
+"""Stage 3, infer: one shard, one backend, one batch size -> ais_bench TXT results and timings.
+
+Reading and normalising the next batch runs in a thread while the accelerator computes the current
+one, and a second thread formats and writes results, so the device waits on neither. Like
+ais_bench, the last short batch is padded with copies and the padded outputs are dropped; one
+warm-up batch runs before timing starts.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pnas_jobs import layout, records, transform
+from pnas_jobs.backends import open_backend
+from pnas_jobs.errors import UserError
+from pnas_jobs.results import TarWriter
+from pnas_jobs.storage import NotFound, Store, StorageSettings, open_store
+
+log = logging.getLogger(__name__)
+
+_DONE = object()
+
+
+class ShardCorrupt(UserError):
+    pass
+
+
+def load_pixels(store: Store, manifest: dict, work: Path) -> np.ndarray:
+    """A shard's pixels (memory-mapped), checked against its manifest's size and checksum."""
+    index, shape = manifest["index"], tuple(manifest["shape"])
+    if shape[0] == 0:
+        return np.zeros(shape, dtype=np.uint8)
+    try:
+        path = store.fetch(manifest["pixels"]["key"], work)
+    except NotFound:
+        raise ShardCorrupt(f"shard {index}: {manifest['pixels']['key']} is missing; re-run the shard stage") from None
+    size, expected = path.stat().st_size, int(np.prod(shape))
+    if size != expected or records.sha256_file(path) != manifest["pixels"]["sha256"]:
+        raise ShardCorrupt(
+            f"shard {index}: {manifest['pixels']['key']} is corrupt ({size} bytes, checksum mismatch); "
+            "re-run the shard stage"
+        )
+    return np.memmap(path, dtype=np.uint8, mode="r", shape=shape)
+
+
+def model_key(record: dict, backend: str, batch_size: int) -> str:
+    if backend == "ais_bench":
+        if str(batch_size) not in record.get("om", {}):
+            raise UserError(f"no Ascend model for batch size {batch_size}: convert with target om and this batch size")
+        return record["om"][str(batch_size)]["key"]
+    return record["onnx"]["key"]
+
+
+def timing_summary(compute_ms: list[float], batch_size: int) -> dict:
+    """ais_bench's NPU_compute_time statistics and its throughput = 1000 * batchsize / mean ms."""
+    if not compute_ms:
+        return {"count": 0}
+    times = np.asarray(compute_ms)
+    return {
+        "count": len(times),
+        "min": float(times.min()),
+        "max": float(times.max()),
+        "mean": float(times.mean()),
+        "median": float(np.median(times)),
+        "percentile(99%)": float(np.percentile(times, 99)),
+        "throughput": 1000.0 * batch_size / float(times.mean()),
+    }
+
+
+def _batches(pixels: np.ndarray, batch_size: int, config: transform.Preprocess, out: queue.Queue) -> None:
+    """Producer: normalised, padded float32 batches, in order."""
+    try:
+        for start in range(0, len(pixels), batch_size):
+            chunk = np.asarray(pixels[start : start + batch_size])
+            real = len(chunk)
+            if real < batch_size:  # pad with copies of the last image, as ais_bench does
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch_size - real, axis=0)])
+            out.put((start, real, transform.normalize(chunk, config)))
+    except BaseException as error:  # surfaced by the consumer
+        out.put(error)
+    out.put(_DONE)
+
+
+def _writer(tar: TarWriter, names: list[str], jobs: queue.Queue, errors: list) -> None:
+    while (job := jobs.get()) is not _DONE:
+        if errors:
+            continue
+        start, scores = job
+        try:
+            for offset, row in enumerate(scores):
+                tar.add(names[start + offset], row)
+        except BaseException as error:
+            errors.append(error)
+
+
+def run(
+    run_uri: str,
+    index: int,
+    batch_size: int,
+    backend: str = "onnxruntime",
+    device: str = "cpu",
+    threads: int = 0,
+    device_id: int | None = None,
+    force: bool = False,
+) -> dict:
+    store = open_store(run_uri, StorageSettings.from_env())
+    convert = records.read(store, layout.CONVERT_RECORD)
+    if convert is None:
+        raise UserError(f"no converted model under {store.uri}: run the convert stage first")
+    manifest = records.read(store, layout.shard_manifest(index))
+    if manifest is None:
+        raise UserError(f"shard {index} does not exist under {store.uri}: run the shard stage first")
+    key = model_key(convert, backend, batch_size)
+    model_sha = convert["om"][str(batch_size)]["sha256"] if backend == "ais_bench" else convert["onnx"]["sha256"]
+    inputs = dict(
+        model_sha256=model_sha,
+        shard_sha256=manifest["pixels"]["sha256"],
+        index=index,
+        batch_size=batch_size,
+        backend=backend,
+        device=device,
+    )
+    marker = layout.result_marker(batch_size, index)
+    if not force and (done := records.finished(store, marker, inputs)):
+        log.info("infer shard %d bs%d: already done for these inputs; skipping", index, batch_size)
+        return done
+
+    config = transform.Preprocess.from_dict(manifest["preprocess"])
+    with tempfile.TemporaryDirectory(prefix="pnas-infer-") as tmp:
+        work = Path(tmp)
+        pixels = load_pixels(store, manifest, work)
+        model_path = store.fetch(key, work)
+        session = open_backend(backend, device, model_path, batch_size, threads, device_id)
+        try:
+            tar_path = work / "results.tar"
+            result = _infer(session, pixels, manifest["images"], batch_size, config, tar_path)
+        finally:
+            session.close()
+        result.update(
+            inputs=inputs,
+            index=index,
+            batch_size=batch_size,
+            backend=backend,
+            device=device,
+            providers=getattr(session, "providers", None),
+            tar={"key": layout.result_tar(batch_size, index), "sha256": records.sha256_file(tar_path)},
+        )
+        store.upload(tar_path, layout.result_tar(batch_size, index))
+    records.write(store, marker, result)  # last: the results now exist
+    compute = result["compute"]
+    log.info(
+        "infer shard %d bs%d: %d images, compute %.1f img/s, end to end %.1f img/s",
+        index,
+        batch_size,
+        result["images"],
+        compute.get("throughput", 0.0),
+        result["end_to_end_images_per_s"],
+    )
+    return result
+
+
+def _infer(session, pixels, names, batch_size, config, tar_path) -> dict:
+    if len(pixels):  # warm-up (not timed, not written), as ais_bench's warmup_count
+        warm = np.repeat(np.asarray(pixels[:1]), batch_size, axis=0)
+        session.infer(transform.normalize(warm, config))
+    ready: queue.Queue = queue.Queue(maxsize=3)
+    written: queue.Queue = queue.Queue(maxsize=8)
+    errors: list = []
+    tar = TarWriter(tar_path)
+    started = time.perf_counter()
+    producer = threading.Thread(target=_batches, args=(pixels, batch_size, config, ready), daemon=True)
+    writer = threading.Thread(target=_writer, args=(tar, names, written, errors), daemon=True)
+    producer.start()
+    writer.start()
+    compute_ms = []
+    classes = None
+    try:
+        while (item := ready.get()) is not _DONE:
+            if isinstance(item, BaseException):
+                raise item
+            start, real, batch = item
+            scores, ms = session.infer(batch)
+            compute_ms.append(ms)
+            classes = scores.shape[-1]
+            written.put((start, scores.reshape(batch_size, -1)[:real]))
+    finally:
+        written.put(_DONE)
+        writer.join()
+        tar.close()
+    if errors:
+        raise errors[0]
+    seconds = time.perf_counter() - started
+    return dict(
+        images=len(names),
+        classes=classes,
+        compute=timing_summary(compute_ms, batch_size),
+        seconds=seconds,
+        end_to_end_images_per_s=len(names) / seconds if seconds and len(names) else 0.0,
+    )

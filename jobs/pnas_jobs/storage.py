@@ -1,0 +1,398 @@
+"""The one door to storage: local folders and S3/MinIO buckets, addressed by URI.
+
+`open_store("s3://bucket/prefix")` or `open_store("/some/dir")` gives a `Store` whose keys are
+relative, '/'-separated paths. Writes are atomic for a reader (temporary file + rename locally; one
+PUT or one completed multipart upload in S3). Credentials come from the environment only and never
+appear in messages: errors name the endpoint and the object, nothing else.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Callable, Iterator, Mapping, TypeVar
+from urllib.parse import urlparse
+
+T = TypeVar("T")
+
+ACCESS_KEY_ENV = ("MINIO_ACCESS_KEY", "AWS_ACCESS_KEY_ID")
+SECRET_KEY_ENV = ("MINIO_SECRET_KEY", "AWS_SECRET_ACCESS_KEY")
+_TEMP_SUFFIX = ".pnas-tmp"
+
+
+class StorageError(RuntimeError):
+    """A storage operation failed; the message names the endpoint and the object.
+
+    `permanent` marks what retrying cannot fix (credentials, a missing bucket, a refused key).
+    """
+
+    def __init__(self, message: str, permanent: bool = False):
+        super().__init__(message)
+        self.permanent = permanent
+
+
+class NotFound(StorageError):
+    def __init__(self, message: str):
+        super().__init__(message, permanent=True)
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    """Where S3 lives and how hard to try. Filled from `spec.storage` and the environment."""
+
+    endpoint: str | None = None
+    secure: bool = False
+    region: str | None = None
+    retries: int = 5  # per HTTP request (the minio SDK's urllib3 retry)
+    backoff: float = 0.5  # seconds, doubled each retry, capped at backoff_max
+    backoff_max: float = 8.0
+    timeout: float = 60.0  # read timeout per request
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "StorageSettings":
+        env = os.environ if env is None else env
+        values = dict(
+            endpoint=env.get("PNAS_STORAGE_ENDPOINT") or None,
+            secure=env.get("PNAS_STORAGE_SECURE", "false").lower() in ("1", "true", "yes"),
+            region=env.get("PNAS_STORAGE_REGION") or None,
+            retries=int(env.get("PNAS_STORAGE_RETRIES", cls.retries)),
+            backoff=float(env.get("PNAS_STORAGE_BACKOFF", cls.backoff)),
+        )
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def environment(self) -> dict[str, str]:
+        """The non-secret variables a stage process needs to reach the same storage."""
+        env = {"PNAS_STORAGE_SECURE": str(self.secure).lower()}
+        if self.endpoint:
+            env["PNAS_STORAGE_ENDPOINT"] = self.endpoint
+        if self.region:
+            env["PNAS_STORAGE_REGION"] = self.region
+        return env
+
+
+def credentials() -> tuple[str | None, str | None]:
+    access = next((os.environ[k] for k in ACCESS_KEY_ENV if os.environ.get(k)), None)
+    secret = next((os.environ[k] for k in SECRET_KEY_ENV if os.environ.get(k)), None)
+    return access, secret
+
+
+def check_key(key: str) -> str:
+    """Refuse keys that could escape the store's root."""
+    if not key or key.startswith("/") or "\\" in key:
+        raise StorageError(f"refused object key {key!r}: keys are relative '/'-separated paths", True)
+    if any(part in ("..", ".", "") for part in key.rstrip("/").split("/")):
+        raise StorageError(f"refused object key {key!r}: '..', '.' and empty segments are not allowed", True)
+    return key
+
+
+def join(*parts: str) -> str:
+    return "/".join(p.strip("/") for p in parts if p and p.strip("/"))
+
+
+class Store:
+    """Interface of both stores; keys are relative to the store's root."""
+
+    uri: str
+
+    def exists(self, key: str) -> bool: ...
+    def read_bytes(self, key: str) -> bytes: ...
+    def write_bytes(self, key: str, data: bytes) -> None: ...
+    def download(self, key: str, path: Path) -> Path: ...
+    def upload(self, path: Path, key: str) -> None: ...
+    def list(self, prefix: str = "") -> list[str]: ...
+    def delete(self, key: str) -> None: ...
+    def child(self, prefix: str) -> "Store": ...
+    def size(self, key: str) -> int: ...
+
+    def local_path(self, key: str) -> Path | None:
+        """A path to read the object in place, when the store is local."""
+        return None
+
+    def read_text(self, key: str) -> str:
+        return self.read_bytes(key).decode()
+
+    def write_text(self, key: str, text: str) -> None:
+        self.write_bytes(key, text.encode())
+
+    def delete_prefix(self, prefix: str) -> int:
+        keys = self.list(prefix)
+        for key in keys:
+            self.delete(key)
+        return len(keys)
+
+    def fetch(self, key: str, cache_dir: Path) -> Path:
+        """A local file with the object's content: in place when local, else downloaded."""
+        return self.local_path(key) or self.download(key, Path(cache_dir) / key)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.uri})"
+
+
+class LocalStore(Store):
+    def __init__(self, root: Path):
+        self.root = Path(root).absolute()
+        self.uri = str(self.root)
+
+    def _path(self, key: str) -> Path:
+        return self.root / check_key(key)
+
+    def local_path(self, key: str) -> Path | None:
+        return self._path(key)
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def size(self, key: str) -> int:
+        try:
+            return self._path(key).stat().st_size
+        except FileNotFoundError:
+            raise NotFound(f"no such file: {self._path(key)}") from None
+
+    def read_bytes(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            raise NotFound(f"no such file: {self._path(key)}") from None
+
+    def _atomic(self, key: str, write: Callable[[Path], None]) -> None:
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=_TEMP_SUFFIX)
+        os.close(fd)
+        try:
+            write(Path(temp))
+            os.replace(temp, target)
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)
+            raise
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        self._atomic(key, lambda p: p.write_bytes(data))
+
+    def upload(self, path: Path, key: str) -> None:
+        if Path(path).absolute() == self._path(key):
+            return
+        self._atomic(key, lambda p: shutil.copyfile(path, p))
+
+    def download(self, key: str, path: Path) -> Path:
+        source = self._path(key)
+        if not source.is_file():
+            raise NotFound(f"no such file: {source}")
+        path = Path(path)
+        if path.absolute() != source:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, path)
+        return path
+
+    def list(self, prefix: str = "") -> list[str]:
+        base = self._path(prefix) if prefix else self.root
+        if base.is_file():
+            return [prefix]
+        if not base.is_dir():
+            return []
+        return sorted(
+            p.relative_to(self.root).as_posix()
+            for p in base.rglob("*")
+            if p.is_file() and not p.name.endswith(_TEMP_SUFFIX)
+        )
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def child(self, prefix: str) -> "LocalStore":
+        return LocalStore(self._path(prefix)) if prefix else self
+
+
+class S3Store(Store):
+    def __init__(self, bucket: str, prefix: str, settings: StorageSettings, client=None):
+        self.bucket, self.prefix, self.settings = bucket, prefix.strip("/"), settings
+        self.uri = "s3://" + join(bucket, self.prefix)
+        self.client = client or _minio_client(settings)
+
+    def _key(self, key: str) -> str:
+        return join(self.prefix, check_key(key))
+
+    def _where(self, key: str = "") -> str:
+        return f"s3://{join(self.bucket, self.prefix, key)} at {self.settings.endpoint}"
+
+    def _call(self, what: str, key: str, operation: Callable[[], T]) -> T:
+        """Run one SDK call, turning its failures into one-line messages without secrets."""
+        from minio.error import S3Error, ServerError
+        from urllib3.exceptions import HTTPError
+
+        try:
+            return operation()
+        except S3Error as error:
+            code = error.code
+            if code in ("NoSuchKey", "NoSuchObject"):
+                raise NotFound(f"{what}: no such object {self._where(key)}") from None
+            if code == "NoSuchBucket":
+                raise StorageError(
+                    f"{what}: bucket '{self.bucket}' does not exist at {self.settings.endpoint}; create it first",
+                    True,
+                ) from None
+            if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken"):
+                raise StorageError(
+                    f"{what}: access denied ({code}) for {self._where(key)}: check the access and secret keys "
+                    f"({'/'.join(ACCESS_KEY_ENV)}, {'/'.join(SECRET_KEY_ENV)} or the credentials Secret)",
+                    True,
+                ) from None
+            raise StorageError(f"{what}: {code} for {self._where(key)}: {error.message}") from None
+        except ServerError as error:
+            raise StorageError(
+                f"{what}: server error {error.status_code} for {self._where(key)} after retries"
+            ) from None
+        except (HTTPError, OSError) as error:
+            reason = getattr(error, "reason", None) or error
+            raise StorageError(
+                f"{what}: cannot reach {self.settings.endpoint} for {self._where(key)} after "
+                f"{self.settings.retries} retries ({type(reason).__name__})"
+            ) from None
+
+    def exists(self, key: str) -> bool:
+        try:
+            self._call("stat", key, lambda: self.client.stat_object(self.bucket, self._key(key)))
+            return True
+        except NotFound:
+            return False
+
+    def size(self, key: str) -> int:
+        return self._call("stat", key, lambda: self.client.stat_object(self.bucket, self._key(key))).size
+
+    def read_bytes(self, key: str) -> bytes:
+        def read() -> bytes:
+            response = self.client.get_object(self.bucket, self._key(key))
+            try:
+                return response.read()
+            finally:
+                response.close()
+                response.release_conn()
+
+        return self._call("read", key, read)
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        import io
+
+        self._call(
+            "write", key, lambda: self.client.put_object(self.bucket, self._key(key), io.BytesIO(data), len(data))
+        )
+
+    def upload(self, path: Path, key: str) -> None:
+        # fput_object switches to multipart for large files and retries each part.
+        self._call("upload", key, lambda: self.client.fput_object(self.bucket, self._key(key), str(path)))
+
+    def download(self, key: str, path: Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # fget_object streams into a temporary file and renames it when complete.
+        self._call("download", key, lambda: self.client.fget_object(self.bucket, self._key(key), str(path)))
+        return path
+
+    def list(self, prefix: str = "") -> list[str]:
+        full = join(self.prefix, check_key(prefix) if prefix else "")
+        start = len(self.prefix) + 1 if self.prefix else 0
+
+        def names() -> list[str]:
+            objects = self.client.list_objects(self.bucket, prefix=full + "/" if full else None, recursive=True)
+            return sorted(o.object_name[start:] for o in objects if not o.is_dir)
+
+        keys = self._call("list", prefix, names)
+        if prefix and not keys and self.exists(prefix):
+            return [prefix]
+        return keys
+
+    def delete(self, key: str) -> None:
+        self._call("delete", key, lambda: self.client.remove_object(self.bucket, self._key(key)))
+
+    def child(self, prefix: str) -> "S3Store":
+        if not prefix:
+            return self
+        return S3Store(self.bucket, join(self.prefix, check_key(prefix)), self.settings, self.client)
+
+
+def _minio_client(settings: StorageSettings):
+    import urllib3
+    from minio import Minio
+
+    if not settings.endpoint:
+        raise StorageError(
+            "s3:// storage needs an endpoint: set spec.storage.endpoint (host:port) or PNAS_STORAGE_ENDPOINT", True
+        )
+    access, secret = credentials()
+    retry = urllib3.Retry(
+        total=settings.retries,
+        backoff_factor=settings.backoff,
+        backoff_max=settings.backoff_max,
+        status_forcelist=(500, 502, 503, 504),
+        allowed_methods=None,  # every verb: S3 PUTs of one part are idempotent
+        raise_on_status=False,
+    )
+    http = urllib3.PoolManager(
+        timeout=urllib3.Timeout(connect=min(10.0, settings.timeout), read=settings.timeout),
+        retries=retry,
+        maxsize=16,
+    )
+    return Minio(
+        settings.endpoint,
+        access_key=access,
+        secret_key=secret,
+        secure=settings.secure,
+        region=settings.region,
+        http_client=http,
+    )
+
+
+def is_s3(uri: str) -> bool:
+    return str(uri).startswith("s3://")
+
+
+def open_store(uri: str | Path, settings: StorageSettings | None = None) -> Store:
+    """A store rooted at a local path, a file:// URI or s3://bucket/prefix."""
+    text = str(uri)
+    if is_s3(text):
+        parsed = urlparse(text)
+        if not parsed.netloc:
+            raise StorageError(f"{text!r} names no bucket: expected s3://bucket/prefix", True)
+        return S3Store(parsed.netloc, parsed.path, settings or StorageSettings.from_env())
+    if text.startswith("file://"):
+        text = text[len("file://") :]
+    elif "://" in text:
+        raise StorageError(f"unsupported storage URI {text!r}: use a local path, file:// or s3://", True)
+    return LocalStore(Path(text))
+
+
+def open_object(uri: str | Path, settings: StorageSettings | None = None) -> tuple[Store, str]:
+    """The store holding one object, and the object's key in it (for a labels file or weights)."""
+    text = str(uri).rstrip("/")
+    if is_s3(text):
+        parsed = urlparse(text)
+        path = PurePosixPath(parsed.path.strip("/"))
+        if not path.name:
+            raise StorageError(f"{uri!r} names a bucket, not an object", True)
+        return open_store(f"s3://{parsed.netloc}/{path.parent}", settings), path.name
+    path = Path(text[len("file://") :] if text.startswith("file://") else text)
+    return LocalStore(path.parent), path.name
+
+
+def with_retries(what: str, attempts: int, operation: Callable[[], T], delay: float = 1.0) -> T:
+    """Retry a whole multi-request operation on storage errors (a mid-stream failure, say)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return operation()
+        except NotFound:
+            raise
+        except StorageError:
+            if attempt == attempts:
+                raise
+            time.sleep(delay * 2 ** (attempt - 1))
+    raise AssertionError("unreachable")
+
+
+def iter_files(store: Store, suffixes: tuple[str, ...]) -> Iterator[str]:
+    for key in store.list():
+        if key.lower().endswith(suffixes):
+            yield key
