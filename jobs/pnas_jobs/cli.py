@@ -79,6 +79,15 @@ def cmd_aggregate(args) -> int:
     return EXIT_OK
 
 
+def cmd_cleanup(args) -> int:
+    from pnas_jobs.storage import open_store
+
+    store = open_store(args.run)
+    deleted = store.delete_prefix("")
+    log.info("cleanup: deleted %d objects under %s", deleted, store.uri)
+    return EXIT_OK
+
+
 def cmd_run(args) -> int:
     from pnas_jobs import local
     from pnas_jobs.spec import load_manifest
@@ -105,7 +114,7 @@ def cmd_plan(args) -> int:
     plan = make_plan(manifest, manifest.spec.storage.uri)
     settings = manifests.JobSettings(jobs_image=args.jobs_image, ascend_image=args.ascend_image)
     owner = manifests.Owner(name=manifest.metadata.name, namespace=manifest.metadata.namespace, uid="<uid>")
-    jobs = [manifests.job_for_step(plan, step, manifest.spec, owner, settings) for step in plan.steps]
+    jobs = manifests.jobs_for_plan(plan, manifest.spec, owner, settings)
     yaml.safe_dump_all(jobs, sys.stdout, sort_keys=False)
     return EXIT_OK
 
@@ -185,6 +194,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--results", help="a folder of ais_bench TXT files to score instead of a run")
     p.add_argument("--output", help="with --results: the accuracy JSON to write")
     p.set_defaults(func=cmd_aggregate)
+
+    p = sub.add_parser("cleanup", help="delete every object of a run (what spec.cleanup does on deletion)")
+    p.add_argument("--run", required=True)
+    p.set_defaults(func=cmd_cleanup)
 
     p = sub.add_parser("run", help="evaluate a PnasEval manifest on this machine")
     p.add_argument("spec", help="PnasEval YAML (what kubectl apply takes)")

@@ -1,0 +1,106 @@
+"""One reconciliation pass over a PnasEval, as a plain function (kopf only calls it).
+
+The story: skip finished evaluations; read the spec; plan; list the Jobs that exist; derive the
+status; create the Jobs whose turn has come; return one status to write and the Events to post.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime, timezone
+
+from pnas_jobs.plan import cluster_problems, make_plan
+from pnas_jobs.spec import SpecError, parse_manifest
+from pnas_jobs.status import TERMINAL
+from pnas_operator import kube, manifests, state
+from pnas_operator.settings import OperatorSettings
+
+log = logging.getLogger(__name__)
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _owner(body: dict) -> manifests.Owner:
+    meta = body["metadata"]
+    return manifests.Owner(meta["name"], meta.get("namespace", "default"), meta.get("uid", ""))
+
+
+def invalid(body: dict, problems: list[str], when: str) -> state.Outcome:
+    message = "invalid spec: " + "; ".join(problems)
+    status = {
+        "phase": "Failed",
+        "message": message,
+        "observedGeneration": body["metadata"].get("generation"),
+        "completionTime": when,
+        "conditions": [
+            {
+                "type": "Ready",
+                "status": "False",
+                "reason": "InvalidSpec",
+                "message": message,
+                "lastTransitionTime": when,
+                "observedGeneration": body["metadata"].get("generation"),
+            }
+        ],
+    }
+    return state.Outcome(status, events=[("Warning", "InvalidSpec", message)])
+
+
+def plan_of(body: dict):
+    manifest = parse_manifest(
+        {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"), "metadata": body["metadata"], "spec": body.get("spec")},
+        f"PnasEval {body['metadata'].get('namespace')}/{body['metadata']['name']}",
+    )
+    problems = cluster_problems(manifest)
+    if problems:
+        raise SpecError(problems)
+    return manifest, make_plan(manifest, manifest.spec.storage.uri)
+
+
+def reconcile(body: dict, settings: OperatorSettings, when: str | None = None) -> state.Outcome | None:
+    when = when or now()
+    previous = dict(body.get("status") or {})
+    if previous.get("phase") in TERMINAL:
+        return None
+    try:
+        manifest, plan = plan_of(body)
+    except SpecError as error:
+        return invalid(body, error.problems, when)
+    owner = _owner(body)
+    jobs = kube.list_jobs(owner.namespace, owner.name)
+    summary = None
+    aggregate = next((j for j in jobs if j["metadata"]["labels"].get(manifests.STEP_LABEL) == "aggregate"), None)
+    if aggregate is not None and state.view(aggregate).phase == state.SUCCEEDED:
+        message = kube.termination_message(owner.namespace, aggregate["metadata"]["name"])
+        summary = _summary(message)
+    outcome = state.derive(plan, jobs, previous, when, body["metadata"].get("generation"), summary)
+    job_settings = settings.job_settings()
+    for step in outcome.create:
+        manifest_ = manifests.job_for_step(plan, step, manifest.spec, owner, job_settings)
+        if kube.create_job(manifest_):
+            log.info("created Job %s/%s", owner.namespace, manifest_["metadata"]["name"])
+    return outcome
+
+
+def _summary(message: str | None) -> dict | None:
+    if not message:
+        return None
+    try:
+        data = json.loads(message)
+    except json.JSONDecodeError:
+        log.warning("aggregate left an unreadable summary: %.200s", message)
+        return None
+    return data if isinstance(data, dict) and "results" in data else None
+
+
+def cleanup(body: dict, settings: OperatorSettings) -> str | None:
+    """On deletion with `spec.cleanup`: start the Job that deletes the run's objects in storage."""
+    try:
+        manifest, plan = plan_of(body)
+    except SpecError:
+        return None
+    job = manifests.cleanup_job(plan, manifest.spec, _owner(body), settings.job_settings())
+    kube.create_job(job)
+    return job["metadata"]["name"]

@@ -1,0 +1,66 @@
+"""Shared fixtures: generated images, planted weights, a loopback S3 server, CLI runner."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pnas_jobs import demo
+
+TINY_MODEL = "test_efficientnet"  # timm's 0.36 M-parameter test model: real layers, fast on a CPU
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str, env: dict | None = None, check: bool = False) -> subprocess.CompletedProcess:
+    """`pnas-eval ARGS` in a fresh process, as a Job's pod or the local runner runs it."""
+    full_env = {**os.environ, **(env or {})}
+    result = subprocess.run(
+        [sys.executable, "-m", "pnas_jobs", *args], env=full_env, capture_output=True, text=True, cwd=REPO
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"pnas-eval {' '.join(args)} exited {result.returncode}:\n{result.stderr[-3000:]}")
+    return result
+
+
+@pytest.fixture(scope="session")
+def sample_set(tmp_path_factory):
+    """24 generated JPEGs named like ImageNet val, their labels and planted tiny-model weights."""
+    from pnas_jobs import transform
+
+    root = tmp_path_factory.mktemp("sample")
+    images, labels_path = root / "images", root / "val_label.txt"
+    labels = demo.sample_images(images, 24, seed=1)
+    demo.write_labels(labels_path, labels)
+    names = sorted(labels)
+    config = transform.resolve(TINY_MODEL)
+    planted = demo.plant_head(
+        TINY_MODEL, demo.crops_of(images, names, config), names, labels, demo.default_ranks(names),
+        root / "planted.pth", config,
+    )  # fmt: skip
+    return dict(root=root, images=images, labels=labels_path, label_map=labels, names=names, planted=planted)
+
+
+def manifest(name: str, images, labels, weights, storage, **overrides) -> dict:
+    """A PnasEval manifest for the tiny model; `overrides` are merged into spec sections."""
+    spec = {
+        "model": {"name": TINY_MODEL, "weights": str(weights)},
+        "dataset": {"images": str(images), "labels": str(labels), "shards": 3},
+        "inference": {"backend": "onnxruntime", "device": "cpu", "batchSizes": [1, 4]},
+        "storage": {"uri": str(storage)},
+    }
+    for section, values in overrides.items():
+        if isinstance(values, dict):
+            spec.setdefault(section, {}).update(values)
+        else:
+            spec[section] = values
+    return {"apiVersion": "pnaseval.io/v1alpha1", "kind": "PnasEval", "metadata": {"name": name, "namespace": "test"}, "spec": spec}
+
+
+def write_manifest(path: Path, data: dict) -> Path:
+    import yaml
+
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
