@@ -139,7 +139,7 @@ def cmd_crd(args) -> int:
 def cmd_demo(args) -> int:
     from pnas_jobs import demo
 
-    return demo.main(Path(args.workdir), args.images, args.model, args.workers)
+    return demo.main(Path(args.spec), args.images, args.workers)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -219,10 +219,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--check", nargs="*", help="fail if these files differ from it")
     p.set_defaults(func=cmd_crd)
 
-    p = sub.add_parser("demo", help="generate sample images and weights, then run the local evaluation")
-    p.add_argument("--workdir", default="demo")
+    p = sub.add_parser("demo", help="generate the sample images and weights a manifest names, then run it here")
+    p.add_argument("spec", nargs="?", default="examples/local.yaml")
     p.add_argument("--images", type=int, default=48)
-    p.add_argument("--model", default="pnasnet5large")
     p.add_argument("--workers", type=int, default=0)
     p.set_defaults(func=cmd_demo)
     return top

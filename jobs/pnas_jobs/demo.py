@@ -131,58 +131,42 @@ def crops_of(folder: Path, names: list[str], preprocess) -> np.ndarray:
     return np.stack([transform.preprocess((folder / f"{n}.JPEG").read_bytes(), preprocess) for n in names])
 
 
-def prepare(workdir: Path, count: int, model_name: str) -> tuple[Path, Planted]:
-    """Images, labels, planted weights and a PnasEval manifest under `workdir` (reused if present)."""
-    import yaml
-
+def prepare(manifest, count: int) -> Planted:
+    """Generate the images, labels and planted weights that a demo manifest names."""
     from pnas_jobs import transform
 
-    images, labels_path = workdir / "images", workdir / "val_label.txt"
+    spec = manifest.spec
+    images, labels_path, weights = Path(spec.dataset.images), Path(spec.dataset.labels), Path(spec.model.weights)
     labels = sample_images(images, count)
     write_labels(labels_path, labels)
     names = sorted(labels)
-    config = transform.resolve(model_name)
-    weights = workdir / f"{model_name}-planted.pth"
-    planted = plant_head(model_name, crops_of(images, names, config), names, labels, default_ranks(names), weights, config)
-    manifest = {
-        "apiVersion": "pnaseval.io/v1alpha1",
-        "kind": "PnasEval",
-        "metadata": {"name": f"{model_name.replace('_', '-')}-demo", "namespace": "local"},
-        "spec": {
-            "model": {"name": model_name, "weights": str(weights.absolute())},
-            "dataset": {"images": str(images.absolute()), "labels": str(labels_path.absolute()), "shards": 3},
-            "inference": {"backend": "onnxruntime", "device": "cpu", "batchSizes": [1, 4]},
-            "storage": {"uri": str((workdir / "runs").absolute())},
-        },
-    }
-    spec_path = workdir / "pnaseval.yaml"
-    spec_path.write_text(yaml.safe_dump(manifest, sort_keys=False))
-    return spec_path, planted
+    config = transform.resolve(spec.model.name)
+    return plant_head(spec.model.name, crops_of(images, names, config), names, labels, default_ranks(names), weights, config)
 
 
-def main(workdir: Path, count: int, model_name: str, workers: int) -> int:
-    from pnas_jobs import local, records
+def main(spec_path: Path, count: int, workers: int) -> int:
+    from pnas_jobs import layout, local, records
     from pnas_jobs.spec import load_manifest
     from pnas_jobs.storage import open_store
 
+    manifest = load_manifest(spec_path)
     print(
         "pnas-eval demo: no pretrained weights can be downloaded here, so the backbone is random and the\n"
         f"classifier head is planted on {count} generated images: each label sits at a known rank, so the\n"
         "expected Top1..Top5 are known in advance. This checks the pipeline, not the model's accuracy.",
         file=sys.stderr,
     )
-    spec_path, planted = prepare(workdir, count, model_name)
-    manifest = load_manifest(spec_path)
-    code = local.run(manifest, workdir, workers, force=True)
+    planted = prepare(manifest, count)
+    workdir = Path(manifest.spec.storage.uri or "demo").parent
+    code = local.run(manifest, workdir, workers)
     if code:
         return code
-    store = open_store(f"{manifest.spec.storage.uri}/{manifest.metadata.namespace}/{manifest.metadata.name}")
+    meta = manifest.metadata
+    store = open_store(layout.root(manifest.spec.storage.uri, meta.namespace, meta.name))
     expected = metric.seed_json(planted.table())
-    report = records.read(store, "report.json")
+    report = records.read(store, layout.REPORT)
     for result in report["results"]:
-        got = store.read_text(result["accuracy_json"])
-        verdict = "matches" if got == expected else f"DIFFERS from {expected}"
-        print(f"bs{result['batch_size']}: {verdict} the planted answer")
-        if got != expected:
-            code = 1
+        same = store.read_text(result["accuracy_json"]) == expected
+        print(f"bs{result['batch_size']}: {'matches' if same else 'DIFFERS from'} the planted answer {'' if same else expected}")
+        code = code or (0 if same else 1)
     return code

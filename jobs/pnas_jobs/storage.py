@@ -126,7 +126,12 @@ class Store:
 
     def fetch(self, key: str, cache_dir: Path) -> Path:
         """A local file with the object's content: in place when local, else downloaded."""
-        return self.local_path(key) or self.download(key, Path(cache_dir) / key)
+        path = self.local_path(key)
+        if path is None:
+            return self.download(key, Path(cache_dir) / key)
+        if not path.is_file():
+            raise NotFound(f"no such file: {path}")
+        return path
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.uri})"

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -86,7 +87,8 @@ def export_onnx(model, path: Path, input_size: int, opset: int) -> None:
     import torch
 
     dummy = torch.randn(1, 3, input_size, input_size)
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning)  # the legacy exporter, chosen on purpose
         torch.onnx.export(
             model,
             dummy,
