@@ -43,13 +43,13 @@ def sample_set(tmp_path_factory):
     return dict(root=root, images=images, labels=labels_path, label_map=labels, names=names, planted=planted)
 
 
-def manifest(name: str, images, labels, weights, storage, **overrides) -> dict:
+def manifest(name: str, images, labels, weights, storage_uri, **overrides) -> dict:
     """A PnasEval manifest for the tiny model; `overrides` are merged into spec sections."""
     spec = {
         "model": {"name": TINY_MODEL, "weights": str(weights)},
         "dataset": {"images": str(images), "labels": str(labels), "shards": 3},
         "inference": {"backend": "onnxruntime", "device": "cpu", "batchSizes": [1, 4]},
-        "storage": {"uri": str(storage)},
+        "storage": {"uri": str(storage_uri)},
     }
     for section, values in overrides.items():
         if isinstance(values, dict):
@@ -64,3 +64,20 @@ def write_manifest(path: Path, data: dict) -> Path:
 
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
+
+
+@pytest.fixture(scope="session")
+def s3():
+    """moto's S3 server on loopback (credentials enforced) behind a stoppable proxy."""
+    from support.s3 import start_server
+
+    server = start_server(buckets=("datasets", "models", "runs"))
+    yield server
+    server.stop()
+
+
+def s3_cli(server, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """`pnas-eval ARGS` with the server's credentials; its output is kept for the leak check."""
+    result = run_cli(*args, env=server.env(**env))
+    server.outputs += [result.stdout, result.stderr]
+    return result

@@ -378,7 +378,8 @@ def open_object(uri: str | Path, settings: StorageSettings | None = None) -> tup
         path = PurePosixPath(parsed.path.strip("/"))
         if not path.name:
             raise StorageError(f"{uri!r} names a bucket, not an object", True)
-        return open_store(f"s3://{parsed.netloc}/{path.parent}", settings), path.name
+        parent = "" if str(path.parent) == "." else str(path.parent)
+        return open_store(f"s3://{parsed.netloc}/{parent}", settings), path.name
     path = Path(text[len("file://") :] if text.startswith("file://") else text)
     return LocalStore(path.parent), path.name
 
