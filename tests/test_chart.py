@@ -420,7 +420,7 @@ def test_no_credential_outside_a_secret(scenario):
 @pytest.mark.parametrize(
     "values, where, says",
     [
-        ({"bogus": 1}, "''", "additional properties 'bogus' not allowed"),
+        ({"bogus": 1}, "", "additional properties 'bogus' not allowed"),
         ({"operator": {"imageTag": "x"}}, "/operator", "additional properties 'imageTag' not allowed"),
         ({"jobs": {"backoffLimit": "two"}}, "/jobs/backoffLimit", "want integer"),
         ({"operator": {"reconcileInterval": 0}}, "/operator/reconcileInterval", "exclusiveMinimum"),
@@ -439,7 +439,7 @@ def test_bad_values_are_rejected_with_a_readable_message(chart, values, where, s
     with pytest.raises(helm.HelmValuesError) as caught:
         chart.render(values, name=RELEASE, namespace=NAMESPACE)
     message = str(caught.value)
-    assert f"at '{where}" in message and says in message, message
+    assert f"at '{where}'" in message and says in message, message
     assert "short" not in message, "schema errors must not echo credentials"
 
 

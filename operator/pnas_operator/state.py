@@ -196,6 +196,8 @@ def _phase(plan: Plan, views: dict, failed: list[Step], summary: dict | None) ->
     convert, shard = views["convert"], views["shard"]
     if convert and convert.phase != SUCCEEDED:
         return "Converting", "exporting and checking the model"
-    if shard:
-        return "Sharding", f"{shard.succeeded}/{plan.shards} shards prepared"
+    if shard and shard.phase == SUCCEEDED and convert:
+        return "Inferring", f"starting {plan.infer_steps()[0].name}"
+    if shard or convert:
+        return "Sharding", f"{shard.succeeded if shard else 0}/{plan.shards} shards prepared"
     return "Pending", "creating Jobs"

@@ -1,0 +1,127 @@
+"""The Job builders: pure, deterministic, and secure by construction."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from builders import ascend, planned, pnaseval
+from pnas_operator import manifests
+from pnas_operator.manifests import JobSettings, Owner
+
+OWNER = Owner("eval", "ml", "1b4e28ba-2fa1-11d2-883f-0016d3cca427")
+
+
+def jobs(data, settings=JobSettings()):
+    manifest, plan = planned(data)
+    return {j["metadata"]["labels"]["pnaseval.io/step"]: j for j in manifests.jobs_for_plan(plan, manifest.spec, OWNER, settings)}
+
+
+def pod(job):
+    return job["spec"]["template"]["spec"]
+
+
+def test_names_labels_and_owner():
+    built = jobs(pnaseval())
+    assert sorted(j["metadata"]["name"] for j in built.values()) == ["eval-aggregate", "eval-convert", "eval-infer-bs4", "eval-shard"]
+    for step, job in built.items():
+        labels = job["metadata"]["labels"]
+        assert labels["pnaseval.io/name"] == "eval" and labels["app.kubernetes.io/managed-by"] == "pnas-operator"
+        assert job["spec"]["template"]["metadata"]["labels"] == labels
+        (ref,) = job["metadata"]["ownerReferences"]
+        assert ref == {"apiVersion": "pnaseval.io/v1alpha1", "kind": "PnasEval", "name": "eval", "uid": OWNER.uid,
+                       "controller": True, "blockOwnerDeletion": True}  # fmt: skip
+
+
+def test_long_names_stay_valid_and_distinct():
+    a = manifests.job_name("x" * 60, "infer-bs16")
+    b = manifests.job_name("x" * 59 + "y", "infer-bs16")
+    assert len(a) <= 63 and len(b) <= 63 and a != b and a.endswith("-infer-bs16")
+
+
+def test_inference_is_an_indexed_job_with_per_index_retries():
+    job = jobs(pnaseval(inference={"parallelism": 3}), JobSettings(backoff_limit_per_index=5))["infer-bs4"]
+    spec = job["spec"]
+    assert (spec["completionMode"], spec["completions"], spec["parallelism"], spec["backoffLimitPerIndex"]) == ("Indexed", 4, 3, 5)
+    assert "backoffLimit" not in spec
+    rules = spec["podFailurePolicy"]["rules"]
+    assert rules[0] == {"action": "FailIndex", "onExitCodes": {"containerName": "infer", "operator": "In", "values": [2]}}
+    assert rules[1]["action"] == "Ignore" and rules[1]["onPodConditions"][0]["type"] == "DisruptionTarget"
+    assert pod(job)["restartPolicy"] == "Never"
+
+
+@pytest.mark.parametrize(
+    "data, limits, selector, image",
+    [
+        (pnaseval(), {"memory": "16Gi"}, None, "jobs"),
+        (pnaseval(inference={"device": "cuda"}), {"memory": "16Gi", "nvidia.com/gpu": "1"}, None, "jobs"),
+        (ascend(), {"memory": "16Gi", "huawei.com/Ascend310P": "1"}, {"accelerator": "huawei-Ascend310P"}, "ascend"),
+        (
+            ascend(inference={"resources": {"huawei.com/Ascend910": 2}, "nodeSelector": {"pool": "a910"},
+                              "tolerations": [{"key": "npu", "operator": "Exists", "effect": "NoSchedule"}]}),
+            {"memory": "16Gi", "huawei.com/Ascend910": "2"}, {"pool": "a910"}, "ascend",
+        ),
+    ],
+)  # fmt: skip
+def test_inference_resources_follow_the_device(data, limits, selector, image):
+    settings = JobSettings()
+    job = jobs(data, settings)["infer-bs4"]
+    container = pod(job)["containers"][0]
+    assert container["resources"]["limits"] == limits
+    extended = {k: v for k, v in limits.items() if "/" in k}
+    assert {k: v for k, v in container["resources"]["requests"].items() if "/" in k} == extended
+    assert pod(job).get("nodeSelector") == selector
+    assert container["image"] == (settings.ascend_image if image == "ascend" else settings.jobs_image)
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    assert ("/usr/local/Ascend/driver" in mounts) == (image == "ascend")
+    if image == "ascend":
+        assert mounts["/usr/local/Ascend/driver"]["readOnly"] is True
+    if "tolerations" in data["spec"].get("inference", {}):
+        assert pod(job)["tolerations"] == data["spec"]["inference"]["tolerations"]
+
+
+def test_cpu_stages_stay_off_accelerators():
+    built = jobs(ascend())
+    assert "nodeSelector" not in pod(built["shard"]) and "nodeSelector" not in pod(built["aggregate"])
+    assert pod(built["convert"])["nodeSelector"] == {"accelerator": "huawei-Ascend310P"}  # ATC lives on Ascend nodes
+    assert "huawei.com/Ascend310P" not in pod(built["convert"])["containers"][0]["resources"]["limits"]
+
+
+def test_every_pod_is_locked_down_and_credentials_come_from_the_secret():
+    for job in jobs(pnaseval(storage={"credentialsSecret": "my-minio"})).values():
+        spec = pod(job)
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        container = spec["containers"][0]
+        assert container["securityContext"] == {
+            "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        }  # fmt: skip
+        env = {e["name"]: e for e in container["env"]}
+        assert env["MINIO_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "my-minio", "key": "accessKey"}
+        assert env["MINIO_SECRET_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "my-minio", "key": "secretKey"}
+        assert all("value" not in e for e in container["env"] if e["name"].startswith("MINIO"))
+        assert {"name": "scratch", "mountPath": "/tmp"} in container["volumeMounts"]
+
+
+def test_aggregate_reports_through_its_termination_log():
+    container = pod(jobs(pnaseval())["aggregate"])["containers"][0]
+    assert container["command"][-2:] == ["--summary-file", "/dev/termination-log"]
+    assert container["terminationMessagePath"] == "/dev/termination-log"
+
+
+def test_ttl_is_configurable_and_can_be_off():
+    assert jobs(pnaseval(), JobSettings(ttl_seconds_after_finished=600))["shard"]["spec"]["ttlSecondsAfterFinished"] == 600
+    assert "ttlSecondsAfterFinished" not in jobs(pnaseval(), JobSettings(ttl_seconds_after_finished=None))["shard"]["spec"]
+
+
+def test_builders_are_deterministic():
+    assert json.dumps(jobs(pnaseval()), sort_keys=True) == json.dumps(jobs(pnaseval()), sort_keys=True)
+
+
+def test_cleanup_job_outlives_its_owner():
+    data = pnaseval()
+    data["spec"]["cleanup"] = True
+    manifest, plan = planned(data)
+    job = manifests.cleanup_job(plan, manifest.spec, OWNER, JobSettings())
+    assert "ownerReferences" not in job["metadata"]
+    assert pod(job)["containers"][0]["command"] == ["pnas-eval", "cleanup", "--run", "s3://pnas-eval/runs/ml/eval"]

@@ -1,0 +1,103 @@
+"""The state function, table-driven: Jobs that exist -> status, next Jobs, Events."""
+from __future__ import annotations
+
+import pytest
+
+from builders import job, planned, pnaseval
+from pnas_operator import state
+
+NOW, LATER = "2026-11-29T10:00:00Z", "2026-11-29T11:00:00Z"
+_, PLAN = planned(pnaseval(inference={"batchSizes": [1, 4]}))
+DONE_PREP = [job("eval", "convert", complete=True, succeeded=1), job("eval", "shard", complete=True, succeeded=4)]
+
+
+def derive(jobs, previous=None, summary=None, when=NOW):
+    return state.derive(PLAN, jobs, previous, when, 1, summary)
+
+
+@pytest.mark.parametrize(
+    "jobs, phase, create",
+    [
+        ([], "Pending", ["convert", "shard"]),
+        ([job("eval", "convert"), job("eval", "shard")], "Converting", []),
+        ([job("eval", "convert", complete=True), job("eval", "shard", active=4)], "Sharding", []),
+        ([job("eval", "convert", complete=True)], "Sharding", ["shard"]),  # restarted operator: create what is missing
+        (DONE_PREP, "Inferring", ["infer-bs1"]),
+        (DONE_PREP + [job("eval", "infer-bs1", succeeded=2, active=2)], "Inferring", []),
+        (DONE_PREP + [job("eval", "infer-bs1", complete=True, succeeded=4)], "Inferring", ["infer-bs4"]),
+        (DONE_PREP + [job("eval", "infer-bs1", complete=True), job("eval", "infer-bs4", complete=True)], "Inferring", ["aggregate"]),
+        (DONE_PREP + [job("eval", "infer-bs1", complete=True), job("eval", "infer-bs4", complete=True),
+                      job("eval", "aggregate")], "Aggregating", []),
+        (DONE_PREP + [job("eval", "infer-bs1", failed=True, failed_indexes="1,3", reason="FailedIndexes")], "Failed", []),
+        ([job("eval", "convert", failed=True), job("eval", "shard", active=2)], "Failed", []),
+    ],
+)  # fmt: skip
+def test_phase_and_next_jobs(jobs, phase, create):
+    outcome = derive(jobs)
+    assert outcome.status["phase"] == phase
+    assert [s.name for s in outcome.create] == create
+
+
+def test_failure_names_the_shards_and_the_reason():
+    outcome = derive(DONE_PREP + [job("eval", "infer-bs1", failed=True, failed_indexes="1,3-4", reason="FailedIndexes", succeeded=1)])
+    status = outcome.status
+    assert status["failedShards"] == [1, 3, 4] and status["shards"]["failed"] == 3
+    assert "infer-bs1 failed (shards 1, 3, 4): FailedIndexes" in status["message"]
+    assert "kubectl logs job/eval-infer-bs1" in status["message"]
+    assert ("Warning", "StageFailed", "infer-bs1 failed (shards 1, 3, 4): FailedIndexes - x") in outcome.events
+    ready = status["conditions"][0]
+    assert (ready["type"], ready["status"], ready["reason"]) == ("Ready", "False", "Failed")
+    assert status["completionTime"] == NOW
+
+
+def test_success_needs_the_aggregate_summary():
+    finished = DONE_PREP + [job("eval", s, complete=True, succeeded=1) for s in ("infer-bs1", "infer-bs4", "aggregate")]
+    assert derive(finished).status["phase"] == "Aggregating"  # the summary is not readable yet
+    summary = {"results": [{"batchSize": 1, "images": 50000, "top1": 81.76, "top5": 95.5, "throughput": 66.3, "json": "s3://x"}],
+               "failedImages": 0}  # fmt: skip
+    status = derive(finished, summary=summary).status
+    assert status["phase"] == "Succeeded" and status["results"] == summary["results"]
+    assert status["conditions"][0]["status"] == "True"
+
+
+def test_progress_and_shard_counts_follow_the_current_batch_size():
+    status = derive(DONE_PREP + [job("eval", "infer-bs1", complete=True, succeeded=4),
+                                 job("eval", "infer-bs4", succeeded=1, active=3, failed_pods=1)]).status  # fmt: skip
+    assert status["shards"] == {"total": 4, "succeeded": 1, "failed": 0, "active": 3}
+    assert status["progress"] == "1/4 bs4"
+
+
+def test_events_fire_on_transitions_only():
+    first = derive([job("eval", "convert"), job("eval", "shard")])
+    assert [e[1] for e in first.events] == ["StageStarted", "StageStarted"]
+    again = derive([job("eval", "convert"), job("eval", "shard")], previous=first.status, when=LATER)
+    assert again.events == []
+    retry = derive([job("eval", "convert"), job("eval", "shard", failed_pods=1)], previous=again.status, when=LATER)
+    assert retry.events == [("Warning", "StageRetry", "shard: 1 pod failures so far; retrying")]
+
+
+def test_condition_times_change_only_on_transitions():
+    first = derive([job("eval", "convert")])
+    second = derive([job("eval", "convert")], previous=first.status, when=LATER)
+    assert second.status["conditions"][0]["lastTransitionTime"] == NOW
+    assert second.status["startTime"] == NOW
+    done = derive([job("eval", "convert", complete=True)], previous=second.status, when=LATER)
+    convert = next(c for c in done.status["conditions"] if c["type"] == "ConvertDone")
+    assert (convert["status"], convert["lastTransitionTime"]) == ("True", LATER)
+
+
+@pytest.mark.parametrize("text, indexes", [("", ()), (None, ()), ("0", (0,)), ("1,3-5,9", (1, 3, 4, 5, 9)), ("x,2", (2,))])
+def test_failed_index_notation(text, indexes):
+    assert state.parse_indexes(text) == indexes
+
+
+def test_unknown_job_states_count_as_running():
+    odd = {"metadata": {"name": "eval-convert", "labels": {"pnaseval.io/step": "convert"}},
+           "status": {"conditions": [{"type": "Suspended", "status": "True"}, {"type": "Failed", "status": "False"}]}}  # fmt: skip
+    assert state.view(odd).phase == state.RUNNING
+    assert derive([odd]).status["phase"] == "Converting"
+
+
+def test_jobs_of_unknown_steps_are_ignored():
+    stray = job("eval", "infer-bs64", complete=True)
+    assert derive([stray]).status["phase"] == "Pending"
