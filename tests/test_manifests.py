@@ -125,3 +125,24 @@ def test_cleanup_job_outlives_its_owner():
     job = manifests.cleanup_job(plan, manifest.spec, OWNER, JobSettings())
     assert "ownerReferences" not in job["metadata"]
     assert pod(job)["containers"][0]["command"] == ["pnas-eval", "cleanup", "--run", "s3://pnas-eval/runs/ml/eval"]
+
+
+def test_pods_mount_no_api_token():
+    assert all(pod(j)["automountServiceAccountToken"] is False for j in jobs(pnaseval()).values())
+
+
+def test_ascend_driver_mount_can_be_left_to_the_runtime():
+    mounted = pod(jobs(ascend(), JobSettings(ascend_driver_path="/opt/ascend/driver"))["infer-bs4"])["containers"][0]
+    assert {"name": "ASCEND_DRIVER_PATH", "value": "/opt/ascend/driver"} in mounted["env"]
+    bare = pod(jobs(ascend(), JobSettings(ascend_driver_path=""))["infer-bs4"])
+    assert [v["name"] for v in bare["volumes"]] == ["scratch"]
+    assert all(e["name"] != "ASCEND_DRIVER_PATH" for e in bare["containers"][0]["env"])
+
+
+def test_empty_settings_mean_none(monkeypatch):
+    from pnas_operator.settings import OperatorSettings
+
+    monkeypatch.setenv("PNAS_OPERATOR_JOB_TTL_SECONDS", "")
+    monkeypatch.setenv("PNAS_OPERATOR_JOBS_SERVICE_ACCOUNT", "")
+    settings = OperatorSettings().job_settings()
+    assert settings.ttl_seconds_after_finished is None and settings.service_account is None

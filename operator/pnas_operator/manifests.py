@@ -112,17 +112,20 @@ def job_for_step(
     command = step.command + (["--summary-file", TERMINATION_LOG] if step.stage == "aggregate" else [])
     mounts = [{"name": "scratch", "mountPath": SCRATCH}]
     volumes: list[dict] = [{"name": "scratch", "emptyDir": {"sizeLimit": settings.scratch_size}}]
-    if step.ascend:
+    env = _env(plan, spec)
+    if step.ascend and settings.ascend_driver_path:
+        # empty path: the Ascend container runtime mounts the driver itself (no hostPath needed)
         mounts.append({"name": "ascend-driver", "mountPath": settings.ascend_driver_path, "readOnly": True})
         volumes.append(
             {"name": "ascend-driver", "hostPath": {"path": settings.ascend_driver_path, "type": "Directory"}}
         )
+        env.append({"name": "ASCEND_DRIVER_PATH", "value": settings.ascend_driver_path})
     container = {
         "name": step.stage,
         "image": settings.ascend_image if step.ascend else settings.jobs_image,
         "imagePullPolicy": settings.image_pull_policy,
         "command": command,
-        "env": _env(plan, spec),
+        "env": env,
         "resources": _resources(step, spec, settings),
         "volumeMounts": mounts,
         "terminationMessagePath": TERMINATION_LOG,
@@ -136,6 +139,7 @@ def job_for_step(
     }
     pod_spec: dict = {
         "restartPolicy": "Never",
+        "automountServiceAccountToken": False,  # stages talk to object storage, never to the API
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": settings.run_as_user,

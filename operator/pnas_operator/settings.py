@@ -1,7 +1,7 @@
 """Operator settings, from environment variables prefixed `PNAS_OPERATOR_` (the chart sets them)."""
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pnas_operator.manifests import JobSettings
@@ -17,7 +17,7 @@ class OperatorSettings(BaseSettings):
     job_ttl_seconds: int | None = Field(86400, ge=0, description="ttlSecondsAfterFinished of finished Jobs")
     backoff_limit: int = Field(2, ge=0)
     backoff_limit_per_index: int = Field(2, ge=0)
-    ascend_driver_path: str = "/usr/local/Ascend/driver"
+    ascend_driver_path: str = Field("/usr/local/Ascend/driver", description="empty: do not mount (the runtime does)")
     scratch_size: str = "20Gi"
     run_as_user: int = 1000
     run_as_group: int = 1000
@@ -25,6 +25,12 @@ class OperatorSettings(BaseSettings):
     memory_request: str = "4Gi"
     memory_limit: str = "16Gi"
     reconcile_interval: float = Field(10.0, gt=0, description="seconds between passes over a running PnasEval")
+
+    @field_validator("job_ttl_seconds", "jobs_service_account", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value):
+        # an empty variable means "none": keep finished Jobs forever, or use the namespace's default account
+        return None if value == "" else value
 
     def job_settings(self) -> JobSettings:
         return JobSettings(

@@ -41,6 +41,8 @@ class OrtBackend:
                 f"spec.inference.device {device}: this onnxruntime has no {wanted} "
                 f"(available: {', '.join(ort.get_available_providers())}); use the GPU jobs image (onnxruntime-gpu)"
             )
+        if device != "cpu" and hasattr(ort, "preload_dlls"):
+            ort.preload_dlls()  # CUDA/cuDNN from pip packages, when the loader path lacks them
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
