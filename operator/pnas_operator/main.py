@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> None:
     kopf.run(
         standalone=True,  # one replica (Recreate): no peering objects needed
         clusterwide=args.all_namespaces or not namespaces,
-        namespaces=namespaces or None,
+        namespaces=namespaces,
         liveness_endpoint=args.liveness,
     )
 

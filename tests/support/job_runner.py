@@ -1,0 +1,205 @@
+"""The test side of a cluster: the Job controller and the kubelet that kmock does not have.
+
+It watches the Jobs in a namespace of the emulator and, for each index, runs the container's
+command on this machine with the container's environment (secretKeyRef resolved from the Secrets
+in the emulator, `JOB_COMPLETION_INDEX` set), then writes the Job's status as the Job controller
+would: counters, completedIndexes, failedIndexes and the Complete/Failed condition. It honours
+`backoffLimitPerIndex`, `backoffLimit` and the pod failure policy's exit-code rule, and for each
+finished pod it stores a Pod object carrying the termination message (what the aggregate leaves
+in /dev/termination-log).
+
+Faults are injected per (Job name, index): `fail[(job, index)] = n` makes the first n pods of that
+index fail (exit 1, as a crashed node would) before the real command runs; `hold` keeps a Job's
+pods from starting until `release(job)`.
+"""
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import kubernetes
+
+TERMINATION_LOG = "/dev/termination-log"
+
+
+class JobRunner:
+    def __init__(self, api_client, namespace: str, base_env: dict[str, str], workers: int = 3):
+        self.batch = kubernetes.client.BatchV1Api(api_client)
+        self.core = kubernetes.client.CoreV1Api(api_client)
+        self.namespace, self.base_env = namespace, base_env
+        self.fail: dict[tuple[str, int], int] = {}
+        self.hold: set[str] = set()  # Jobs whose pods wait until released
+        self.started: dict[str, str] = {}  # job name -> uid when first seen
+        self.pods: list[tuple[str, int, int]] = []  # (job, index, exit code) of every pod run
+        self._stop = threading.Event()
+        self._pool = ThreadPoolExecutor(workers)
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._loop, name="job-runner", daemon=True)
+        self.errors: list[BaseException] = []
+
+    def start(self) -> "JobRunner":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def release(self, job: str) -> None:
+        self.hold.discard(job)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                for job in self.batch.list_namespaced_job(self.namespace).items:
+                    name = job.metadata.name
+                    if name not in self.started:
+                        self.started[name] = job.metadata.uid
+                        threading.Thread(target=self._run_job, args=(name,), daemon=True).start()
+            except Exception as error:  # keep serving; the test sees it in .errors
+                self.errors.append(error)
+            self._stop.wait(0.2)
+
+    def _run_job(self, name: str) -> None:
+        try:
+            self._run_job_inner(name)
+        except BaseException as error:
+            self.errors.append(error)
+
+    def _run_job_inner(self, name: str) -> None:
+        api = self.batch.api_client
+        job = api.sanitize_for_serialization(self.batch.read_namespaced_job(name, self.namespace))
+        spec = job["spec"]
+        while name in self.hold and not self._stop.is_set():
+            time.sleep(0.1)
+        container = spec["template"]["spec"]["containers"][0]
+        indexed = spec.get("completionMode") == "Indexed"
+        completions = spec.get("completions", 1)
+        retries = spec.get("backoffLimitPerIndex") if indexed else spec.get("backoffLimit", 6)
+        stop_codes = {
+            code
+            for rule in (spec.get("podFailurePolicy") or {}).get("rules", [])
+            if rule["action"] in ("FailIndex", "FailJob") and "onExitCodes" in rule
+            for code in rule["onExitCodes"]["values"]
+        }
+        state = {"succeeded": set(), "failed": set(), "failed_pods": 0, "active": 0}
+        self._write(name, state, indexed, None)
+
+        def run_index(index: int) -> None:
+            for attempt in range(retries + 1):
+                with self._lock:
+                    state["active"] += 1
+                self._write(name, state, indexed, None)
+                code = self._run_pod(name, container, index if indexed else None, attempt)
+                with self._lock:
+                    state["active"] -= 1
+                    if code == 0:
+                        state["succeeded"].add(index)
+                    else:
+                        state["failed_pods"] += 1
+                self._write(name, state, indexed, None)
+                if code == 0 or code in stop_codes:
+                    break
+            if index not in state["succeeded"]:
+                with self._lock:
+                    state["failed"].add(index)
+
+        list(self._pool.map(run_index, range(completions)))
+        if state["failed"]:
+            self._write(name, state, indexed, ("Failed", "FailedIndexes" if indexed else "BackoffLimitExceeded"))
+        else:
+            self._write(name, state, indexed, ("Complete", ""))
+
+    def _env(self, container: dict) -> dict[str, str]:
+        env = dict(self.base_env)
+        for item in container.get("env", []):
+            if "value" in item:
+                env[item["name"]] = item["value"]
+            else:
+                ref = item["valueFrom"]["secretKeyRef"]
+                secret = self.core.read_namespaced_secret(ref["name"], self.namespace)
+                env[item["name"]] = base64.b64decode(secret.data[ref["key"]]).decode()
+        env["HOME"] = tempfile.gettempdir()  # the pod's scratch volume
+        return env
+
+    def _run_pod(self, job: str, container: dict, index: int | None, attempt: int) -> int:
+        key = (job, index or 0)
+        env = self._env(container)
+        if index is not None:
+            env["JOB_COMPLETION_INDEX"] = str(index)
+        message = ""
+        if self.fail.get(key, 0) > 0:
+            self.fail[key] -= 1
+            code = 1  # the pod died before the command finished
+        else:
+            with tempfile.TemporaryDirectory(prefix="pod-") as tmp:
+                log = Path(tmp) / "termination-log"
+                command = [str(log) if arg == TERMINATION_LOG else arg for arg in container["command"]]
+                assert command[0] == "pnas-eval", command
+                result = subprocess.run(
+                    [sys.executable, "-m", "pnas_jobs", *command[1:]], env=env, capture_output=True, text=True
+                )
+                code = result.returncode
+                message = log.read_text() if log.exists() else result.stderr[-2000:]
+        self.pods.append((job, index if index is not None else 0, code))
+        pod_name = f"{job}-{index if index is not None else 0}-{attempt}"
+        self.core.create_namespaced_pod(
+            self.namespace,
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": pod_name, "labels": {"job-name": job}},
+                "spec": {"containers": [{"name": container["name"], "image": container["image"]}]},
+                "status": {
+                    "phase": "Succeeded" if code == 0 else "Failed",
+                    "containerStatuses": [
+                        {
+                            "name": container["name"],
+                            "image": container["image"],
+                            "imageID": "",
+                            "ready": False,
+                            "restartCount": 0,
+                            "state": {"terminated": {"exitCode": code, "message": message}},
+                        }
+                    ],
+                },
+            },
+        )
+        return code
+
+    def _write(self, name: str, state: dict, indexed: bool, condition: tuple[str, str] | None) -> None:
+        with self._lock:
+            status = {
+                "active": state["active"],
+                "succeeded": len(state["succeeded"]),
+                "failed": state["failed_pods"],
+            }
+            if indexed:
+                status["completedIndexes"] = ",".join(map(str, sorted(state["succeeded"])))
+                status["failedIndexes"] = ",".join(map(str, sorted(state["failed"])))
+            if condition:
+                kind, reason = condition
+                status["conditions"] = [{"type": kind, "status": "True", "reason": reason, "message": ""}]
+        self.batch.patch_namespaced_job_status(name, self.namespace, {"status": status})
+
+
+def secret(name: str, namespace: str, data: dict[str, str]) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace},
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
+    }
+
+
+def clean_env() -> dict[str, str]:
+    names = ("MINIO_ACCESS_KEY", "MINIO_SECRET_KEY", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "KUBECONFIG")
+    return {k: v for k, v in os.environ.items() if k not in names}

@@ -1,0 +1,268 @@
+"""The operator for real (`pnas-operator`, kopf) against kmock, an in-memory Kubernetes API, with a
+test-side Job runner playing the Job controller and the kubelet: it runs each index's container
+command here, against the loopback S3 server, and writes the Jobs' status.
+
+What only a real cluster shows (scheduling, the device plugin, garbage collection, the API server's
+own validation and pruning) is left to tests/test_cluster_e2e.py; here the status is checked to be
+fully declared in the CRD's schema, since kmock would not prune what a real API server drops.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+import kubernetes
+import pytest
+import yaml
+
+from conftest import REPO, TINY_MODEL
+from pnas_jobs import crd, metric
+from pnas_jobs.spec import parse_manifest
+from support.job_runner import JobRunner, clean_env, secret
+from support.kube_emulator import KmockThread
+from support.s3 import free_port
+
+G, V, P = "pnaseval.io", "v1alpha1", "pnasevals"
+NS = "evals"
+
+
+class Operator:
+    """`pnas-operator --all-namespaces` as its own process, as the chart's Deployment runs it."""
+
+    def __init__(self, kubeconfig: str, log_dir):
+        self.kubeconfig, self.log_dir, self.process, self.starts = kubeconfig, log_dir, None, 0
+        self.health = f"http://127.0.0.1:{free_port()}/healthz"
+
+    def start(self) -> None:
+        self.starts += 1
+        env = {**clean_env(), "KUBECONFIG": self.kubeconfig, "PNAS_OPERATOR_RECONCILE_INTERVAL": "0.5",
+               "PNAS_OPERATOR_JOBS_IMAGE": "registry.test/pnas-eval/jobs:ci"}  # fmt: skip
+        log = open(self.log_dir / f"operator-{self.starts}.log", "w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "pnas_operator.main", "--all-namespaces", "--liveness", self.health],
+            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+        )  # fmt: skip
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+    def log(self) -> str:
+        return "".join(p.read_text() for p in sorted(self.log_dir.glob("operator-*.log")))
+
+
+@pytest.fixture(scope="module")
+def cluster(s3, sample_set, tmp_path_factory):
+    logs = tmp_path_factory.mktemp("operator")
+    s3.upload_dir(sample_set["images"], "datasets", "operator/val")
+    s3.client().fput_object("datasets", "operator/val_label.txt", str(sample_set["labels"]))
+    s3.client().fput_object("models", "operator/planted.pth", str(sample_set["planted"].weights))
+    emulator = KmockThread(port=None).start()
+    api = kubernetes.config.new_client_from_config(config_file=emulator.kubeconfig_path)
+    core = kubernetes.client.CoreV1Api(api)
+    core.create_namespaced_secret(NS, secret("minio-credentials", NS, {"accessKey": s3.access_key, "secretKey": s3.secret_key}))
+    runner = JobRunner(api, NS, clean_env()).start()
+    operator = Operator(emulator.kubeconfig_path, logs)
+    operator.start()
+    yield dict(api=api, runner=runner, operator=operator, s3=s3, planted=sample_set["planted"])
+    operator.stop()
+    runner.stop()
+    api.close()
+    emulator.stop()
+    s3.outputs.append(operator.log())  # checked for leaked credentials by the storage tests' sweep
+
+
+def pnaseval(name: str, s3, batch_sizes=(1,), **extra) -> dict:
+    data = {
+        "apiVersion": f"{G}/{V}",
+        "kind": "PnasEval",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {
+            "model": {"name": TINY_MODEL, "weights": "s3://models/operator/planted.pth"},
+            "dataset": {"images": "s3://datasets/operator/val/", "labels": "s3://datasets/operator/val_label.txt", "shards": 3},
+            "inference": {"backend": "onnxruntime", "device": "cpu", "batchSizes": list(batch_sizes), "parallelism": 3},
+            "storage": {"uri": "s3://runs/cluster", "endpoint": s3.endpoint},
+            **extra,
+        },
+    }
+    parse_manifest(data)  # what the API server's schema and CEL rules would check on apply
+    return data
+
+
+def apply(cluster, data) -> None:
+    kubernetes.client.CustomObjectsApi(cluster["api"]).create_namespaced_custom_object(G, V, NS, P, data)
+
+
+def get(cluster, name) -> dict:
+    return kubernetes.client.CustomObjectsApi(cluster["api"]).get_namespaced_custom_object(G, V, NS, P, name)
+
+
+def wait_for(check, timeout=240, what="condition", cluster=None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := check():
+            return value
+        process = cluster and cluster["operator"].process
+        if process and process.poll() is not None:
+            raise AssertionError(f"the operator exited ({process.returncode}):\n{cluster['operator'].log()[-3000:]}")
+        time.sleep(0.3)
+    detail = cluster["operator"].log()[-3000:] if cluster else ""
+    raise AssertionError(f"timed out waiting for {what}\n{detail}\nrunner errors: {cluster and cluster['runner'].errors}")
+
+
+def finished(cluster, name) -> dict:
+    return wait_for(
+        lambda: (o := get(cluster, name)).get("status", {}).get("phase") in ("Succeeded", "Failed") and o,
+        what=f"{name} to finish", cluster=cluster,
+    )  # fmt: skip
+
+
+def jobs_of(cluster, name) -> dict[str, dict]:
+    batch = kubernetes.client.BatchV1Api(cluster["api"])
+    items = [cluster["api"].sanitize_for_serialization(j) for j in batch.list_namespaced_job(NS).items]
+    return {j["metadata"]["name"]: j for j in items if j["metadata"]["labels"].get("pnaseval.io/name") == name}
+
+
+def events_of(cluster, name) -> list[tuple[str, str]]:
+    core = kubernetes.client.CoreV1Api(cluster["api"])
+    return [(e.reason, e.message) for e in core.list_namespaced_event(NS).items if e.involved_object.name == name]
+
+
+def undeclared(value, schema, path="status") -> list[str]:
+    """Fields a real API server would prune because the CRD's schema does not declare them."""
+    if isinstance(value, dict) and "properties" in schema:
+        out = []
+        for key, item in value.items():
+            if key not in schema["properties"]:
+                out.append(f"{path}.{key}")
+            else:
+                out += undeclared(item, schema["properties"][key], f"{path}.{key}")
+        return out
+    if isinstance(value, list) and "items" in schema:
+        return [p for i, item in enumerate(value) for p in undeclared(item, schema["items"], f"{path}[{i}]")]
+    return []
+
+
+def expected_percentages(planted) -> dict[str, float]:
+    return metric.percentages(planted.table())
+
+
+def test_apply_to_succeeded_with_the_planted_accuracy(cluster):
+    s3, planted = cluster["s3"], cluster["planted"]
+    apply(cluster, pnaseval("happy", s3, batch_sizes=(1, 4), cleanup=True))
+    body = finished(cluster, "happy")
+    status = body["status"]
+    assert status["phase"] == "Succeeded", status
+    expected = expected_percentages(planted)
+    assert [(r["batchSize"], r["images"], r["top1"], r["top5"]) for r in status["results"]] == [
+        (1, 24, expected["top1"], expected["top5"]), (4, 24, expected["top1"], expected["top5"])
+    ]  # fmt: skip
+    assert all(r["throughput"] > 0 and r["json"].startswith("s3://runs/cluster/evals/happy/") for r in status["results"])
+    assert status["shards"] == {"total": 3, "succeeded": 3, "failed": 0, "active": 0} and status["progress"] == "3/3 bs4"
+    assert [s["phase"] for s in status["stages"]] == ["Succeeded"] * 5
+    ready = status["conditions"][0]
+    assert (ready["type"], ready["status"], ready["observedGeneration"]) == ("Ready", "True", body["metadata"].get("generation"))
+    assert status["startTime"] <= status["completionTime"]
+    assert undeclared(status, crd.definition()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]) == []
+
+    jobs = jobs_of(cluster, "happy")
+    assert sorted(jobs) == ["happy-aggregate", "happy-convert", "happy-infer-bs1", "happy-infer-bs4", "happy-shard"]
+    for job in jobs.values():
+        (ref,) = job["metadata"]["ownerReferences"]
+        assert (ref["kind"], ref["name"], ref["uid"]) == ("PnasEval", "happy", body["metadata"]["uid"])
+        assert job["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.test/pnas-eval/jobs:ci"
+    reasons = [r for r, _ in events_of(cluster, "happy")]
+    assert reasons.count("StageStarted") == 5 and reasons.count("StageSucceeded") == 5
+
+    client = s3.client()
+    assert client.get_object("runs", "cluster/evals/happy/result_bs4.json").read().decode() == metric.seed_json(planted.table())
+    assert urllib.request.urlopen(cluster["operator"].health, timeout=5).status == 200
+
+    # spec.cleanup: deleting the PnasEval starts a Job that deletes the run's objects in storage
+    kubernetes.client.CustomObjectsApi(cluster["api"]).delete_namespaced_custom_object(G, V, NS, P, "happy")
+    wait_for(lambda: "happy-cleanup" in jobs_of(cluster, "happy") or "happy-cleanup" in cluster["runner"].started,
+             what="the cleanup Job", cluster=cluster)  # fmt: skip
+    wait_for(lambda: not list(client.list_objects("runs", prefix="cluster/evals/happy/", recursive=True)),
+             what="the run's objects to be deleted", cluster=cluster)  # fmt: skip
+
+
+def test_operator_restart_mid_inference_resumes_without_duplicates(cluster):
+    runner, operator = cluster["runner"], cluster["operator"]
+    runner.hold.add("restart-infer-bs1")
+    apply(cluster, pnaseval("restart", cluster["s3"]))
+    wait_for(lambda: "restart-infer-bs1" in runner.started, what="inference to start", cluster=cluster)
+    before = {name: job["metadata"]["uid"] for name, job in jobs_of(cluster, "restart").items()}
+    assert get(cluster, "restart")["status"]["phase"] == "Inferring"
+    operator.kill()
+    operator.start()
+    time.sleep(2)  # the new operator resumes while inference is still held
+    runner.release("restart-infer-bs1")
+    status = finished(cluster, "restart")["status"]
+    assert status["phase"] == "Succeeded"
+    after = jobs_of(cluster, "restart")
+    assert sorted(after) == ["restart-aggregate", "restart-convert", "restart-infer-bs1", "restart-shard"]
+    assert {n: after[n]["metadata"]["uid"] for n in before} == before
+    assert status["results"][0]["top1"] == expected_percentages(cluster["planted"])["top1"]
+    assert len([p for p in runner.pods if p[0] == "restart-infer-bs1"]) == 3
+
+
+def test_a_shard_that_fails_twice_then_succeeds_is_counted_once(cluster):
+    runner = cluster["runner"]
+    runner.fail[("flaky-infer-bs1", 1)] = 2
+    apply(cluster, pnaseval("flaky", cluster["s3"]))
+    status = finished(cluster, "flaky")["status"]
+    assert status["phase"] == "Succeeded", status
+    assert [c for j, i, c in runner.pods if j == "flaky-infer-bs1" and i == 1] == [1, 1, 0]
+    assert status["results"][0]["images"] == 24
+    assert status["results"][0]["top5"] == expected_percentages(cluster["planted"])["top5"]
+    infer = next(s for s in status["stages"] if s["name"] == "infer-bs1")
+    assert infer["failedPods"] == 2
+    assert any(r == "StageRetry" for r, _ in events_of(cluster, "flaky"))
+
+
+def test_a_shard_that_fails_for_good_fails_the_evaluation_naming_it(cluster):
+    runner = cluster["runner"]
+    runner.fail[("broken-infer-bs1", 2)] = 3  # backoffLimitPerIndex 2: three pods, all fail
+    apply(cluster, pnaseval("broken", cluster["s3"], batch_sizes=(1, 4)))
+    status = finished(cluster, "broken")["status"]
+    assert status["phase"] == "Failed"
+    assert status["failedShards"] == [2]
+    assert "infer-bs1 failed (shards 2): FailedIndexes" in status["message"]
+    assert status["conditions"][0]["status"] == "False"
+    assert sorted(jobs_of(cluster, "broken")) == ["broken-convert", "broken-infer-bs1", "broken-shard"]  # nothing after
+    assert any(r == "StageFailed" and "shards 2" in m for r, m in events_of(cluster, "broken"))
+
+
+def test_an_invalid_spec_for_a_cluster_fails_with_the_field(cluster):
+    data = pnaseval("local-paths", cluster["s3"])
+    data["spec"]["dataset"]["images"] = "/data/imagenet/val"
+    apply(cluster, data)
+    status = finished(cluster, "local-paths")["status"]
+    assert status["phase"] == "Failed" and "spec.dataset.images" in status["message"]
+    assert status["conditions"][0]["reason"] == "InvalidSpec"
+    assert jobs_of(cluster, "local-paths") == {}
+
+
+def test_plan_prints_the_jobs_the_operator_creates(tmp_path, cluster):
+    data = pnaseval("planned", cluster["s3"], batch_sizes=(1, 4))
+    path = tmp_path / "planned.yaml"
+    path.write_text(yaml.safe_dump(data))
+    result = subprocess.run([sys.executable, "-m", "pnas_jobs", "plan", str(path)], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    printed = list(yaml.safe_load_all(result.stdout))
+    assert [j["metadata"]["name"] for j in printed] == [
+        "planned-convert", "planned-shard", "planned-infer-bs1", "planned-infer-bs4", "planned-aggregate"
+    ]  # fmt: skip
+    assert all(j["kind"] == "Job" for j in printed)
+    assert os.environ.get("MINIO_SECRET_KEY") is None and cluster["s3"].secret_key not in result.stdout
