@@ -326,7 +326,7 @@ def test_values_reach_the_jobs_through_the_operator_settings(scenario):
     assert jobs.jobs_image == "{repository}:{tag}".format(**merged["image"])
     assert jobs.ascend_image == "{repository}:{tag}".format(**merged["ascendImage"])
     assert jobs.image_pull_policy == merged["imagePullPolicy"]
-    assert jobs.ttl_seconds_after_finished == merged["ttlSecondsAfterFinished"]
+    assert jobs.job_ttl_seconds == merged["ttlSecondsAfterFinished"]
     assert (jobs.backoff_limit, jobs.backoff_limit_per_index) == (merged["backoffLimit"], merged["backoffLimitPerIndex"])
     assert (jobs.ascend_driver_path, jobs.scratch_size) == (merged["ascendDriverPath"], merged["scratchSize"])
     assert (jobs.run_as_user, jobs.run_as_group) == (merged["runAsUser"], merged["runAsGroup"])
@@ -336,9 +336,9 @@ def test_values_reach_the_jobs_through_the_operator_settings(scenario):
     )
     assert settings.reconcile_interval == values.get("operator", {}).get("reconcileInterval", 10)
     accounts = [a for a in of_kind(objs, "ServiceAccount") if a["metadata"]["labels"]["app.kubernetes.io/component"] == "jobs"]
-    if jobs.service_account:
+    if jobs.jobs_service_account:
         (account,) = accounts
-        assert account["metadata"]["name"] == jobs.service_account
+        assert account["metadata"]["name"] == jobs.jobs_service_account
         assert account["automountServiceAccountToken"] is False
         assert account.get("imagePullSecrets", []) == values.get("imagePullSecrets", [])
     else:

@@ -110,8 +110,8 @@ def test_aggregate_reports_through_its_termination_log():
 
 
 def test_ttl_is_configurable_and_can_be_off():
-    assert jobs(pnaseval(), JobSettings(ttl_seconds_after_finished=600))["shard"]["spec"]["ttlSecondsAfterFinished"] == 600
-    assert "ttlSecondsAfterFinished" not in jobs(pnaseval(), JobSettings(ttl_seconds_after_finished=None))["shard"]["spec"]
+    assert jobs(pnaseval(), JobSettings(job_ttl_seconds=600))["shard"]["spec"]["ttlSecondsAfterFinished"] == 600
+    assert "ttlSecondsAfterFinished" not in jobs(pnaseval(), JobSettings(job_ttl_seconds=None))["shard"]["spec"]
 
 
 def test_builders_are_deterministic():
@@ -145,4 +145,4 @@ def test_empty_settings_mean_none(monkeypatch):
     monkeypatch.setenv("PNAS_OPERATOR_JOB_TTL_SECONDS", "")
     monkeypatch.setenv("PNAS_OPERATOR_JOBS_SERVICE_ACCOUNT", "")
     settings = OperatorSettings().job_settings()
-    assert settings.ttl_seconds_after_finished is None and settings.service_account is None
+    assert settings.job_ttl_seconds is None and settings.jobs_service_account is None

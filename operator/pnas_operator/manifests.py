@@ -7,7 +7,9 @@ on a read-only root file system. Credentials reach the pod only through `secretK
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from pnas_jobs.plan import Plan, Step
 from pnas_jobs.spec import API_GROUP, API_VERSION, KIND, PnasEvalSpec
@@ -20,25 +22,26 @@ SCRATCH = "/tmp"
 EXIT_BAD_INPUT = 2  # pnas_jobs.errors: retrying cannot help
 
 
-@dataclass(frozen=True)
-class JobSettings:
-    """What the operator decides for every Job (from its environment; see settings.py)."""
+class JobSettings(BaseModel):
+    """What the operator decides for every Job. The operator reads these from its environment
+    (`PNAS_OPERATOR_<FIELD>`, settings.py); `pnas-eval plan` and the tests pass them directly."""
+
+    model_config = ConfigDict(frozen=True)
 
     jobs_image: str = "ghcr.io/pnas-eval/jobs:0.1.0"
     ascend_image: str = "ghcr.io/pnas-eval/jobs-ascend:0.1.0"
     image_pull_policy: str = "IfNotPresent"
-    service_account: str | None = "pnas-eval-jobs"
-    ttl_seconds_after_finished: int | None = 86400
-    backoff_limit: int = 2  # retries of a non-indexed Job (convert, aggregate)
-    backoff_limit_per_index: int = 2  # retries of one shard, alone
-    ascend_driver_path: str = "/usr/local/Ascend/driver"
+    jobs_service_account: str | None = "pnas-eval-jobs"  # None: the namespace's default account
+    job_ttl_seconds: int | None = Field(86400, ge=0)  # ttlSecondsAfterFinished; None keeps finished Jobs
+    backoff_limit: int = Field(2, ge=0)  # retries of a non-indexed Job (convert, aggregate)
+    backoff_limit_per_index: int = Field(2, ge=0)  # retries of one shard, alone
+    ascend_driver_path: str = "/usr/local/Ascend/driver"  # empty: the Ascend runtime mounts it
     scratch_size: str = "20Gi"
     run_as_user: int = 1000
     run_as_group: int = 1000
     cpu_request: str = "1"
     memory_request: str = "4Gi"
     memory_limit: str = "16Gi"
-    extra_labels: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,6 @@ def labels(owner: str, step: Step, settings: JobSettings) -> dict[str, str]:
         "app.kubernetes.io/managed-by": "pnas-operator",
         NAME_LABEL: owner,
         STEP_LABEL: step.name,
-        **settings.extra_labels,
     }
 
 
@@ -150,8 +152,8 @@ def job_for_step(
         "containers": [container],
         "volumes": volumes,
     }
-    if settings.service_account:
-        pod_spec["serviceAccountName"] = settings.service_account
+    if settings.jobs_service_account:
+        pod_spec["serviceAccountName"] = settings.jobs_service_account
     if step.accelerator or step.ascend:
         if spec.inference.resolved_node_selector:
             pod_spec["nodeSelector"] = spec.inference.resolved_node_selector
@@ -168,8 +170,8 @@ def job_for_step(
         job_spec["backoffLimitPerIndex"] = settings.backoff_limit_per_index
     else:
         job_spec["backoffLimit"] = settings.backoff_limit
-    if settings.ttl_seconds_after_finished is not None:
-        job_spec["ttlSecondsAfterFinished"] = settings.ttl_seconds_after_finished
+    if settings.job_ttl_seconds is not None:
+        job_spec["ttlSecondsAfterFinished"] = settings.job_ttl_seconds
     metadata = {
         "name": name,
         "namespace": owner.namespace,
