@@ -89,6 +89,7 @@ def export_onnx(model, path: Path, input_size: int, opset: int) -> None:
     dummy = torch.randn(1, 3, input_size, input_size)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=DeprecationWarning)  # the legacy exporter, chosen on purpose
+        warnings.filterwarnings("ignore", message="Constant folding", category=UserWarning)
         torch.onnx.export(
             model,
             dummy,
