@@ -106,6 +106,9 @@ def execute(plan: Plan, env: dict[str, str], log_dir: Path, workers: int, progre
                 bar.set_postfix_str(f"{unit.label} {'ok' if outcome.code == EXIT_OK else 'FAILED'}")
                 if outcome.code != EXIT_OK:
                     failed = True
+                    # queued units will not be needed: the run stops at this failure
+                    for queued in [f for f in running if f.cancel()]:
+                        running.pop(queued)
                     continue
                 remaining[unit.step.name] -= 1
                 if remaining[unit.step.name] == 0:
