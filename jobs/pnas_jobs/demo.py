@@ -167,6 +167,7 @@ def main(spec_path: Path, count: int, workers: int) -> int:
     report = records.read(store, layout.REPORT)
     for result in report["results"]:
         same = store.read_text(result["accuracy_json"]) == expected
-        print(f"bs{result['batch_size']}: {'matches' if same else 'DIFFERS from'} the planted answer {'' if same else expected}")
+        verdict = "matches the planted answer" if same else f"DIFFERS from the planted answer {expected}"
+        print(f"bs{result['batch_size']}: {verdict}")
         code = code or (0 if same else 1)
     return code
