@@ -14,30 +14,57 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import numpy as np
+
 from pnas_jobs import dataset, layout, records, transform
 from pnas_jobs.errors import UserError
 from pnas_jobs.storage import StorageSettings, open_store
 
 log = logging.getLogger(__name__)
 
-_worker_store = None
+_worker = {}
 
 
-def _init_worker(images_uri: str, settings: StorageSettings) -> None:
-    global _worker_store
-    _worker_store = open_store(images_uri, settings)
+def _init_worker(images_uri: str, settings: StorageSettings, pixels: Path, slot_bytes: int) -> None:
+    """Each decoding process: its own store, and the shard file it writes crops into."""
+    _worker["store"] = open_store(images_uri, settings)
+    _worker["file"] = os.open(pixels, os.O_WRONLY)
+    _worker["slot_bytes"] = slot_bytes
 
 
-def _crop(job: tuple[str, transform.Preprocess]) -> tuple[str, bytes | None, str | None]:
-    key, config = job
+def _crop(job: tuple[int, str, transform.Preprocess]) -> str | None:
+    """Decode image `slot` straight into its slot of the shard file; the error, or None.
+
+    Crops go through the page cache, not through a pipe: pickling 330 KB an image to the stage's
+    process cost about a tenth of a second worker (benchmarks/results.md, row 4b).
+    """
+    slot, key, config = job
     try:
-        data = _worker_store.read_bytes(key)
+        data = _worker["store"].read_bytes(key)
     except Exception as error:
-        return key, None, f"cannot read: {error}"
+        return f"cannot read: {error}"
     try:
-        return key, transform.preprocess(data, config).tobytes(), None
+        crop = transform.preprocess(data, config)
     except Exception as error:  # corrupt, truncated or not an image: recorded, never fatal
-        return key, None, f"cannot decode: {type(error).__name__}: {error}"
+        return f"cannot decode: {type(error).__name__}: {error}"
+    size = _worker["slot_bytes"]
+    if crop.nbytes != size:
+        return f"cannot decode: crop of {crop.shape} instead of {config.shape}"
+    _write_at(_worker["file"], memoryview(crop).cast("B"), slot * size)
+    return None
+
+
+def _write_at(file: int, data: memoryview, offset: int) -> None:
+    """pwrite until all is written (it may write less, e.g. when interrupted)."""
+    while data:
+        written = os.pwrite(file, data, offset)
+        data, offset = data[written:], offset + written
+
+
+def _close_worker() -> None:
+    if "file" in _worker:
+        os.close(_worker["file"])
+    _worker.clear()
 
 
 def run(
@@ -82,8 +109,12 @@ def run(
     digest = hashlib.sha256()
     with tempfile.TemporaryDirectory(prefix="pnas-shard-") as tmp:
         pixels = Path(tmp) / "shard.pixels"
-        with open(pixels, "wb") as out:
-            for key, crop, error in _crops(images_uri, settings, keys, config, workers):
+        size = int(np.prod(config.shape))
+        shard_file = os.open(pixels, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            os.ftruncate(shard_file, size * len(keys))  # one slot per image, in order
+            stored = 0  # bytes of crops kept: the slots of failed images are squeezed out
+            for slot, (key, error) in enumerate(_crops(images_uri, settings, keys, config, workers, pixels, size)):
                 name = dataset.image_name(key)
                 if error is None and name not in data.labels:
                     error = f"no label for {name!r} in {labels_uri}"
@@ -91,10 +122,18 @@ def run(
                     failed.append({"image": key, "error": error})
                     log.warning("shard %d: %s: %s", index, key, error)
                     continue
-                out.write(crop)
+                crop = os.pread(shard_file, size, slot * size)  # done: results come in order
+                if len(crop) != size:
+                    raise OSError(f"shard {index}: short read of image {slot} from {pixels}")
+                if stored != slot * size:
+                    _write_at(shard_file, memoryview(crop), stored)
                 digest.update(crop)
+                stored += size
                 names.append(name)
                 labels.append(data.labels[name])
+            os.ftruncate(shard_file, stored)
+        finally:
+            os.close(shard_file)
         seconds = time.perf_counter() - started
         store.upload(pixels, layout.shard_pixels(index))
         manifest = dict(
@@ -128,14 +167,19 @@ def run(
     return manifest
 
 
-def _crops(images_uri, settings, keys, config, workers):
-    jobs = [(key, config) for key in keys]
+def _crops(images_uri, settings, keys, config, workers, pixels: Path, slot_bytes: int):
+    """(key, error or None) for each key, in order, once its crop is in its slot of `pixels`."""
+    init = (images_uri, settings, pixels, slot_bytes)
+    jobs = [(slot, key, config) for slot, key in enumerate(keys)]
     if workers <= 1:
-        _init_worker(images_uri, settings)
-        yield from map(_crop, jobs)
+        _init_worker(*init)
+        try:
+            yield from zip(keys, map(_crop, jobs))
+        finally:
+            _close_worker()
         return
-    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(images_uri, settings)) as pool:
-        yield from pool.map(_crop, jobs, chunksize=8)
+    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=init) as pool:
+        yield from zip(keys, pool.map(_crop, jobs, chunksize=8))
 
 
 def default_workers() -> int:

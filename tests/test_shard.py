@@ -1,0 +1,41 @@
+"""The shard stage keeps every good crop, in order, when bad images fall between good ones.
+
+Workers decode each image straight into its slot of the shard file; the slots of images that fail
+are squeezed out afterwards. Failures in the middle of a shard (not only at its end) must move the
+later crops down without mixing them up, with one worker or several.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import TINY_MODEL
+from pnas_jobs import layout, transform
+from pnas_jobs.stages import shard
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_failed_images_between_good_ones_leave_the_rest_in_order(sample_set, tmp_path, workers):
+    images = tmp_path / "images"
+    shutil.copytree(sample_set["images"], images)
+    names = sample_set["names"][:8]
+    for name in sample_set["names"][8:]:
+        (images / f"{name}.JPEG").unlink()
+    broken = {names[1], names[4], names[5]}  # 2nd, 5th and 6th of the shard: later crops must move down
+    for name in broken:
+        path = images / f"{name}.JPEG"
+        path.write_bytes(path.read_bytes()[:200])
+
+    manifest = shard.run(str(tmp_path / "run"), str(images), str(sample_set["labels"]), TINY_MODEL, 1, 0, workers=workers)
+
+    good = [name for name in names if name not in broken]
+    assert manifest["images"] == good
+    assert sorted(f["image"] for f in manifest["failed"]) == sorted(f"{name}.JPEG" for name in broken)
+    config = transform.resolve(TINY_MODEL)
+    stored = np.fromfile(tmp_path / "run" / layout.shard_pixels(0), dtype=np.uint8).reshape(-1, *config.shape)
+    expected = np.stack([transform.preprocess((images / f"{name}.JPEG").read_bytes(), config) for name in good])
+    assert np.array_equal(stored, expected)
+    assert json.loads((tmp_path / "run" / layout.shard_manifest(0)).read_text())["images"] == good
