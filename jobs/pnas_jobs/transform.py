@@ -93,10 +93,13 @@ def crop_box(width: int, height: int, size: int) -> tuple[int, int, int, int]:
 
 
 def load_rgb(data: bytes) -> Image.Image:
-    """Decode like torchvision's loader: RGB, no EXIF rotation; raises on corrupt data."""
-    with Image.open(io.BytesIO(data)) as image:
-        image.load()
-        return image.convert("RGB")
+    """Decode like torchvision's loader: RGB, no EXIF rotation; raises on corrupt data.
+
+    An RGB image is returned as decoded: `convert("RGB")` would only copy it.
+    """
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def preprocess(data: bytes, config: Preprocess) -> np.ndarray:
