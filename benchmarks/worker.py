@@ -1,0 +1,135 @@
+"""Measurements that run in a fresh process of their own: `python -m benchmarks.worker KIND 'JSON options'`.
+
+A fresh process per measurement keeps one runtime's thread pools (PyTorch's OpenMP, onnxruntime's)
+from spinning while the other computes, and lets the caller pin it to one CPU. Each prints one JSON
+line: what it measured.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+
+def _rate(run_batch, batch: np.ndarray, timed_images: int) -> float:
+    """Images/s of `run_batch` on the same batch, over at least `timed_images` images and 2 batches."""
+    run_batch(batch)  # warm-up, not timed (as ais_bench's warmup)
+    batches = max(2, math.ceil(timed_images / len(batch)))
+    started = time.perf_counter()
+    for _ in range(batches):
+        run_batch(batch)
+    return batches * len(batch) / (time.perf_counter() - started)
+
+
+def backend(options: dict) -> dict:
+    """1. One backend on the same inputs at each batch size: images/s, and its outputs for the parity check."""
+    inputs = np.load(options["inputs"])
+    if options["backend"] == "torch":
+        import torch
+
+        from pnas_jobs.stages.convert import load_model
+
+        model, _, _ = load_model(options["model"], "random", Path(options["work"]))  # the weights convert exported
+
+        def run_batch(batch):
+            with torch.inference_mode():
+                return model(torch.from_numpy(batch)).numpy()
+
+    else:
+        from pnas_jobs.backends import open_backend
+
+        session = open_backend("onnxruntime", options["device"], Path(options["model_path"]), 1, options["threads"])
+
+        def run_batch(batch):
+            return session.infer(batch)[0]
+
+    rates = {}
+    for batch_size in options["batch_sizes"]:
+        batch = np.ascontiguousarray(inputs[np.arange(batch_size) % len(inputs)])
+        rates[str(batch_size)] = _rate(run_batch, batch, options["timed_images"])
+    np.save(options["outputs"], run_batch(np.ascontiguousarray(inputs[: options["batch_sizes"][0]])))
+    return {"images_per_s": rates}
+
+
+def loop(options: dict) -> dict:
+    """2. The `ais_bench --loop` analogue: the infer stage's backend on one batch of the shard, no I/O."""
+    from pnas_jobs import layout, records, transform
+    from pnas_jobs.backends import open_backend
+    from pnas_jobs.stages.infer import load_pixels, model_key
+    from pnas_jobs.storage import open_store
+
+    store = open_store(options["run"])
+    manifest = records.read(store, layout.shard_manifest(options["index"]))
+    work = Path(options["work"])
+    pixels = load_pixels(store, manifest, work)
+    model_path = store.fetch(model_key(records.read(store, layout.CONVERT_RECORD), options["backend"], 1), work)
+    config = transform.Preprocess.from_dict(manifest["preprocess"])
+    batch_size = options["batch_size"]
+    batch = transform.normalize(np.asarray(pixels[np.arange(batch_size) % len(pixels)]), config)
+    session = open_backend(options["backend"], options["device"], model_path, batch_size, options["threads"])
+    try:
+        rate = _rate(lambda b: session.infer(b), batch, options["images"])
+    finally:
+        session.close()
+    return {"images_per_s": rate}
+
+
+def seed_preprocess(options: dict) -> dict:
+    """4. The seed's imagenet_torch_preprocess.py re-implemented: per image, torchvision's transform, a float32 .bin."""
+    import torch
+    from PIL import Image
+    from torchvision import transforms
+
+    torch.set_num_threads(1)  # one process, one core: as the shard stage with --workers 1
+    recipe = transforms.Compose(
+        [
+            transforms.Resize(363, interpolation=transforms.InterpolationMode.BICUBIC),
+            transforms.CenterCrop(331),
+            transforms.ToTensor(),
+            transforms.Normalize(mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5]),
+        ]
+    )
+    source, target = Path(options["images"]), Path(options["out"])
+    target.mkdir(parents=True, exist_ok=True)
+    files = sorted(p.name for p in source.iterdir() if p.suffix == ".JPEG")[: options["limit"] or None]
+    warnings.filterwarnings("ignore", category=DeprecationWarning)  # numpy 2 on np.array(tensor), as the seed writes it
+    started, cpu = time.perf_counter(), time.process_time()
+    for name in files:
+        image = Image.open(source / name).convert("RGB")
+        tensor = recipe(image)
+        np.array(tensor).astype(np.float32).tofile(target / (name.split(".")[0] + ".bin"))
+    return {"images": len(files), "seconds": time.perf_counter() - started, "cpu_seconds": time.process_time() - cpu}
+
+
+def shard(options: dict) -> dict:
+    """4. The shard stage (`shard.run`, what `pnas-eval shard` runs), and the CPU time it took.
+
+    CPU seconds (this process and its decoding processes) count the work done, whatever else the
+    machine runs at the same time; the manifest's `seconds` is the stage's own wall time.
+    """
+    import os
+
+    from pnas_jobs import transform
+    from pnas_jobs.stages import shard as stage
+
+    transform.resolve("pnasnet5large")  # imports timm (seconds of CPU): process start-up, not the stage's work
+    before = os.times()
+    manifest = stage.run(
+        options["run"], options["images"], options["labels"], "pnasnet5large", 1, 0,
+        workers=options["workers"], force=True,
+    )  # fmt: skip
+    after = os.times()
+    cpu = sum(getattr(after, k) - getattr(before, k) for k in ("user", "system", "children_user", "children_system"))
+    return {"images": len(manifest["images"]), "seconds": manifest["seconds"], "cpu_seconds": cpu}
+
+
+KINDS = {"backend": backend, "loop": loop, "seed-preprocess": seed_preprocess, "shard": shard}
+
+if __name__ == "__main__":
+    kind, options = sys.argv[1], json.loads(sys.argv[2])
+    print(json.dumps(KINDS[kind](options)))
