@@ -21,7 +21,7 @@ alternated runs); the rows above measure the result anew on every run.
   every row as wide as the first), gathers each value's last 8 bytes as one 64-bit word, turns the digits
   into an integer with SWAR arithmetic and computes `float32((integer * 1e6 + decimals) / 1e6)`: the
   float64 division is correctly rounded, like strtod, so the result is exactly `np.float32(text)`
-  (tests/test_benchmarks.py checks it bit for bit; row 5 checks the JSON against the seed-style script's).
+  (tests/test_results.py checks it bit for bit; row 5 checks the JSON against the seed-style script's).
   Blocks of 32,768 values keep the arrays in the CPU cache; threads made it slower on these 2 CPUs, so
   there are none. Any other text (nan, inf, exponents, |x| >= 1e8, other widths) takes the previous
   parser and its error messages. `first_lines_from_tar` walks the 512-byte headers over a memory map
@@ -34,13 +34,13 @@ alternated runs); the rows above measure the result anew on every run.
   whole shard; `pwrite` made one worker about 15% faster than that. `transform.load_rgb` no longer
   copies images that are already RGB (`convert("RGB")` only copied them). Per core, the shard stage went
   from about 1.2x the seed's recipe to about 1.3x-1.5x: decoding and the bicubic resize, which both do
-  alike, are four fifths of the work. Output unchanged, byte for byte (tests/test_transform.py).
+  alike, are four fifths of the work. Output unchanged, byte for byte (tests/test_transform.py, tests/test_shard.py).
 - **Writing results (rows 2a, 2b)**: the infer stage's writer thread built each tar header with `tarfile`
   (about 30 us) and formatted each image's 1000 scores with Python's `%` (about 200 us). `TarWriter`
   now patches one header template (byte-identical to `tarfile`'s GNU headers; long names still go through
   `tarfile`) and `format_rows` formats a batch at a time: a float32 times 1e6 is exact in float64, so
   rounding it half to even gives the six decimals `%f` prints; the digits are written with SWAR into one
-  buffer (byte-identical to `%f`, checked in tests/test_benchmarks.py; nan, inf, |x| >= 1e8 and
+  buffer (byte-identical to `%f`, checked in tests/test_results.py; nan, inf, |x| >= 1e8 and
   non-float32 scores keep Python's formatting). With an instant backend (row 2b) the stage went from
   about 1,900 to about 2,500 images/s at batch size 4 here.
 - **Batch buffers (row 2b)**: the producer thread allocated a fresh float32 batch each time (84 MB at
