@@ -60,14 +60,14 @@ def loop(options: dict) -> dict:
     """2. The `ais_bench --loop` analogue: the infer stage's backend on one batch of the shard, no I/O."""
     from pnas_jobs import layout, records, transform
     from pnas_jobs.backends import open_backend
-    from pnas_jobs.stages.infer import load_pixels, model_key
+    from pnas_jobs.stages.infer import load_pixels, model_entry
     from pnas_jobs.storage import open_store
 
     store = open_store(options["run"])
     manifest = records.read(store, layout.shard_manifest(options["index"]))
     work = Path(options["work"])
     pixels = load_pixels(store, manifest, work)
-    model_path = store.fetch(model_key(records.read(store, layout.CONVERT_RECORD), options["backend"], 1), work)
+    model_path = store.fetch(model_entry(records.read(store, layout.CONVERT_RECORD), options["backend"], 1)["key"], work)
     config = transform.Preprocess.from_dict(manifest["preprocess"])
     batch_size = options["batch_size"]
     batch = transform.normalize(np.asarray(pixels[np.arange(batch_size) % len(pixels)]), config)

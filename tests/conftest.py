@@ -28,19 +28,10 @@ def run_cli(*args: str, env: dict | None = None, check: bool = False) -> subproc
 @pytest.fixture(scope="session")
 def sample_set(tmp_path_factory):
     """24 generated JPEGs named like ImageNet val, their labels and planted tiny-model weights."""
-    from pnas_jobs import transform
-
     root = tmp_path_factory.mktemp("sample")
     images, labels_path = root / "images", root / "val_label.txt"
-    labels = demo.sample_images(images, 24, seed=1)
-    demo.write_labels(labels_path, labels)
-    names = sorted(labels)
-    config = transform.resolve(TINY_MODEL)
-    planted = demo.plant_head(
-        TINY_MODEL, demo.crops_of(images, names, config), names, labels, demo.default_ranks(names),
-        root / "planted.pth", config,
-    )  # fmt: skip
-    return dict(root=root, images=images, labels=labels_path, label_map=labels, names=names, planted=planted)
+    planted = demo.plant_sample(TINY_MODEL, images, labels_path, root / "planted.pth", 24, seed=1)
+    return dict(root=root, images=images, labels=labels_path, names=sorted(planted.ranks), planted=planted)
 
 
 def manifest(name: str, images, labels, weights, storage_uri, **overrides) -> dict:

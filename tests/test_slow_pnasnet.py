@@ -7,7 +7,7 @@ import json
 import pytest
 
 from conftest import manifest, run_cli, write_manifest
-from pnas_jobs import demo, layout, metric, transform
+from pnas_jobs import demo, layout, metric
 from pnas_jobs.stages import convert
 
 pytestmark = pytest.mark.slow
@@ -17,35 +17,28 @@ MODEL = "pnasnet5large"
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory):
     root = tmp_path_factory.mktemp("pnasnet")
-    labels = demo.sample_images(root / "images", 8, seed=3)
-    demo.write_labels(root / "val_label.txt", labels)
-    names = sorted(labels)
-    config = transform.resolve(MODEL)
-    weights = demo.plant_head(
-        MODEL, demo.crops_of(root / "images", names, config), names, labels, demo.default_ranks(names),
-        root / "planted.pth", config,
-    )  # fmt: skip
-    return root, weights
+    return root, demo.plant_sample(MODEL, root / "images", root / "val_label.txt", root / "planted.pth", 8, seed=3)
 
 
-def test_export_and_onnxsim_agree_with_pytorch(planted, tmp_path):
+def test_export_and_onnxsim_agree_with_pytorch(planted):
     root, weights = planted
-    record = convert.run(str(tmp_path), MODEL, str(weights.weights))
+    run = root / "store" / "test" / "pnasnet"  # the next test's run: its convert step finds this export done
+    record = convert.run(str(run), MODEL, str(weights.weights))
     for variant in ("onnx", "onnx_simplified"):
         assert record["parity"][variant]["max_abs_diff"] <= 1e-4, record["parity"]
     assert record["num_classes"] == 1000 and record["input_size"] == 331
     assert 300e6 < record["onnx"]["bytes"] < 400e6  # one self-contained file (the seed's 344 MB)
-    assert not list((tmp_path / "model").glob("*.data"))
+    assert not list((run / "model").glob("*.data"))
 
 
 def test_planted_evaluation_is_exact(planted, tmp_path):
     root, weights = planted
-    spec = manifest("pnasnet", root / "images", root / "val_label.txt", weights.weights, tmp_path / "store",
+    spec = manifest("pnasnet", root / "images", root / "val_label.txt", weights.weights, root / "store",
                     inference={"batchSizes": [4]}, dataset={"shards": 2})  # fmt: skip
     spec["spec"]["model"]["name"] = MODEL
     result = run_cli("run", str(write_manifest(tmp_path / "spec.yaml", spec)), "--local", "--workdir", str(tmp_path), "--quiet")
     assert result.returncode == 0, result.stderr[-3000:]
-    run = tmp_path / "store" / "test" / "pnasnet"
+    run = root / "store" / "test" / "pnasnet"
     assert (run / layout.accuracy_json(4)).read_text() == metric.seed_json(weights.table())
     shard = json.loads((run / layout.shard_manifest(0)).read_text())
     assert shard["pixels"]["bytes"] / shard["shape"][0] == 331 * 331 * 3  # 328,683 B vs the seed's 1,314,732

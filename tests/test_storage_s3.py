@@ -9,8 +9,8 @@ import threading
 
 import pytest
 
-from conftest import manifest, run_cli, s3_cli, write_manifest
-from pnas_jobs import layout, metric, records
+from conftest import manifest, s3_cli, write_manifest
+from pnas_jobs import layout, metric
 from pnas_jobs.stages import infer, shard
 from pnas_jobs.storage import StorageError, StorageSettings, open_store
 

@@ -103,15 +103,12 @@ def cmd_run(args) -> int:
 def cmd_plan(args) -> int:
     import yaml
 
-    from pnas_jobs.plan import cluster_problems, make_plan
+    from pnas_jobs.plan import cluster_plan
     from pnas_jobs.spec import load_manifest
     from pnas_operator import manifests
 
     manifest = load_manifest(args.spec)
-    problems = cluster_problems(manifest)
-    if problems:
-        raise SpecError(problems, f"{args.spec} (for a cluster)")
-    plan = make_plan(manifest, manifest.spec.storage.uri)
+    plan = cluster_plan(manifest, f"{args.spec} (for a cluster)")
     settings = manifests.JobSettings(jobs_image=args.jobs_image, ascend_image=args.ascend_image)
     owner = manifests.Owner(name=manifest.metadata.name, namespace=manifest.metadata.namespace, uid="<uid>")
     jobs = manifests.jobs_for_plan(plan, manifest.spec, owner, settings)

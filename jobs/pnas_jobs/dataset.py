@@ -15,9 +15,7 @@ from pnas_jobs.storage import NotFound, Store, StorageSettings, open_object, ope
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm")
 
 
-def image_name(key: str) -> str:
-    """The name results and labels use: the base name up to its first dot (the seed's rule)."""
-    return key.rsplit("/", 1)[-1].split(".")[0]
+image_name = metric.image_name  # an image's key -> the name its label and result go by
 
 
 @dataclass(frozen=True)

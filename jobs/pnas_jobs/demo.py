@@ -27,14 +27,10 @@ class Planted:
     ranks: dict[str, int]  # image name -> 0-based rank of its label (5 = outside the top 5)
     num_classes: int
 
-    def hits(self, names=None) -> np.ndarray:
-        ranks = np.array([self.ranks[n] for n in (names or self.ranks)])
-        return np.array([(ranks < k).sum() for k in range(1, metric.TOPN + 1)])
-
     def table(self, names=None) -> dict:
         """The accuracy JSON the pipeline must produce for these images."""
         names = list(names or self.ranks)
-        return metric.accuracy_table(len(names), self.num_classes, self.hits(names))
+        return metric.accuracy_table(len(names), self.num_classes, metric.hits([self.ranks[n] for n in names]))
 
 
 def sample_images(folder: Path, count: int, classes: int = 1000, seed: int = 0) -> dict[str, int]:
@@ -131,17 +127,23 @@ def crops_of(folder: Path, names: list[str], preprocess) -> np.ndarray:
     return np.stack([transform.preprocess((folder / f"{n}.JPEG").read_bytes(), preprocess) for n in names])
 
 
-def prepare(manifest, count: int) -> Planted:
-    """Generate the images, labels and planted weights that a demo manifest names."""
+def plant_sample(model: str, images: Path, labels_path: Path, weights: Path, count: int, seed: int = 0) -> Planted:
+    """`count` generated images, their labels file and weights with a head planted on them."""
     from pnas_jobs import transform
 
-    spec = manifest.spec
-    images, labels_path, weights = Path(spec.dataset.images), Path(spec.dataset.labels), Path(spec.model.weights)
-    labels = sample_images(images, count)
+    labels = sample_images(images, count, seed=seed)
     write_labels(labels_path, labels)
     names = sorted(labels)
-    config = transform.resolve(spec.model.name)
-    return plant_head(spec.model.name, crops_of(images, names, config), names, labels, default_ranks(names), weights, config)
+    config = transform.resolve(model)
+    return plant_head(model, crops_of(images, names, config), names, labels, default_ranks(names), weights, config)
+
+
+def prepare(manifest, count: int) -> Planted:
+    """Generate the images, labels and planted weights that a demo manifest names."""
+    spec = manifest.spec
+    return plant_sample(
+        spec.model.name, Path(spec.dataset.images), Path(spec.dataset.labels), Path(spec.model.weights), count
+    )
 
 
 def main(spec_path: Path, count: int, workers: int) -> int:

@@ -20,6 +20,11 @@ class LabelsError(ValueError):
     pass
 
 
+def image_name(path: str) -> str:
+    """The name labels and results are matched by: the base name up to its first dot (the seed's rule)."""
+    return path.rsplit("/", 1)[-1].split(".")[0]
+
+
 def parse_labels(text: str, source: str = "labels") -> dict[str, int]:
     """`<file name> <class>` per line -> {name without extension: class}, as the seed keys them."""
     labels: dict[str, int] = {}
@@ -29,7 +34,7 @@ def parse_labels(text: str, source: str = "labels") -> dict[str, int]:
             continue
         if len(parts) < 2 or not parts[1].lstrip("-").isdigit():
             raise LabelsError(f"{source}:{number}: expected '<file name> <class>', got {line.strip()!r}")
-        labels[parts[0].split(".")[0]] = int(parts[1])
+        labels[image_name(parts[0])] = int(parts[1])
     if not labels:
         raise LabelsError(f"{source}: no labels found (expected '<file name> <class>' per line)")
     return labels
@@ -53,10 +58,10 @@ def ranks(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return higher
 
 
-def topk_counts(scores: np.ndarray, labels: np.ndarray, topn: int = TOPN) -> np.ndarray:
-    """Hits within top-1..top-n (cumulative), for labels already offset to the score columns."""
-    position = ranks(scores, labels)
-    return np.array([(position < k).sum() for k in range(1, topn + 1)], dtype=np.int64)
+def hits(positions: np.ndarray, topn: int = TOPN) -> np.ndarray:
+    """Hits within top-1..top-n (cumulative), from each image's 0-based label rank."""
+    positions = np.asarray(positions)
+    return np.array([(positions < k).sum() for k in range(1, topn + 1)], dtype=np.int64)
 
 
 def accuracy_table(count: int, num_classes: int, hits: np.ndarray) -> dict:

@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass, field
 
 from pnas_jobs import layout
-from pnas_jobs.spec import PnasEval
+from pnas_jobs.spec import PnasEval, SpecError
 from pnas_jobs.storage import StorageSettings
 
 INDEX_ENV = "JOB_COMPLETION_INDEX"  # set by Kubernetes for Indexed Jobs; by the local runner too
@@ -138,6 +138,14 @@ def make_plan(manifest: PnasEval, storage_uri: str) -> Plan:
     storage = StorageSettings(spec.storage.endpoint, spec.storage.secure, spec.storage.region)
     env = storage.environment()
     return Plan(meta.name, meta.namespace, root, tuple(steps), spec.dataset.shards, batch_sizes, env)
+
+
+def cluster_plan(manifest: PnasEval, source: str) -> Plan:
+    """The plan of a PnasEval run by the operator; SpecError (naming `source`) when it cannot run on a cluster."""
+    problems = cluster_problems(manifest)
+    if problems:
+        raise SpecError(problems, source)
+    return make_plan(manifest, manifest.spec.storage.uri)
 
 
 def cluster_problems(manifest: PnasEval) -> list[str]:

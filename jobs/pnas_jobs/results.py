@@ -21,6 +21,8 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from pnas_jobs import metric
+
 TXT_SUFFIX = "_0.txt"
 
 _U = np.uint64
@@ -115,7 +117,7 @@ def _format_fixed6(scores: np.ndarray) -> list[bytes] | None:
 
 def image_name(file_name: str) -> str:
     """The seed's rule: the file name without extension, cut at its last `_` (the output index)."""
-    stem = file_name.rsplit("/", 1)[-1].split(".")[0]
+    stem = metric.image_name(file_name)
     return stem[: stem.rfind("_")] if "_" in stem else stem
 
 

@@ -7,7 +7,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 Phase = Literal["Pending", "Converting", "Sharding", "Inferring", "Aggregating", "Succeeded", "Failed"]
-PHASES: tuple[str, ...] = Phase.__args__
 TERMINAL = ("Succeeded", "Failed")
 
 

@@ -10,10 +10,9 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import time
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
-from typing import Callable, Iterator, Mapping, TypeVar
+from pathlib import Path
+from typing import Callable, Mapping, TypeVar
 from urllib.parse import urlparse
 
 T = TypeVar("T")
@@ -108,10 +107,6 @@ class Store:
     def child(self, prefix: str) -> "Store": ...
     def size(self, key: str) -> int: ...
 
-    def local_path(self, key: str) -> Path | None:
-        """A path to read the object in place, when the store is local."""
-        return None
-
     def read_text(self, key: str) -> str:
         return self.read_bytes(key).decode()
 
@@ -125,13 +120,8 @@ class Store:
         return len(keys)
 
     def fetch(self, key: str, cache_dir: Path) -> Path:
-        """A local file with the object's content: in place when local, else downloaded."""
-        path = self.local_path(key)
-        if path is None:
-            return self.download(key, Path(cache_dir) / key)
-        if not path.is_file():
-            raise NotFound(f"no such file: {path}")
-        return path
+        """A local file with the object's content, downloaded into `cache_dir`."""
+        return self.download(key, Path(cache_dir) / key)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.uri})"
@@ -145,8 +135,9 @@ class LocalStore(Store):
     def _path(self, key: str) -> Path:
         return self.root / check_key(key)
 
-    def local_path(self, key: str) -> Path | None:
-        return self._path(key)
+    def fetch(self, key: str, cache_dir: Path) -> Path:
+        """The file itself: read in place, not copied."""
+        return self.download(key, self._path(key))
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
@@ -373,32 +364,7 @@ def open_store(uri: str | Path, settings: StorageSettings | None = None) -> Stor
 def open_object(uri: str | Path, settings: StorageSettings | None = None) -> tuple[Store, str]:
     """The store holding one object, and the object's key in it (for a labels file or weights)."""
     text = str(uri).rstrip("/")
-    if is_s3(text):
-        parsed = urlparse(text)
-        path = PurePosixPath(parsed.path.strip("/"))
-        if not path.name:
-            raise StorageError(f"{uri!r} names a bucket, not an object", True)
-        parent = "" if str(path.parent) == "." else str(path.parent)
-        return open_store(f"s3://{parsed.netloc}/{parent}", settings), path.name
-    path = Path(text[len("file://") :] if text.startswith("file://") else text)
-    return LocalStore(path.parent), path.name
-
-
-def with_retries(what: str, attempts: int, operation: Callable[[], T], delay: float = 1.0) -> T:
-    """Retry a whole multi-request operation on storage errors (a mid-stream failure, say)."""
-    for attempt in range(1, attempts + 1):
-        try:
-            return operation()
-        except NotFound:
-            raise
-        except StorageError:
-            if attempt == attempts:
-                raise
-            time.sleep(delay * 2 ** (attempt - 1))
-    raise AssertionError("unreachable")
-
-
-def iter_files(store: Store, suffixes: tuple[str, ...]) -> Iterator[str]:
-    for key in store.list():
-        if key.lower().endswith(suffixes):
-            yield key
+    if is_s3(text) and "/" not in text[len("s3://") :]:
+        raise StorageError(f"{uri!r} names a bucket, not an object", True)
+    parent, _, name = text.rpartition("/")
+    return open_store(parent or ".", settings), name

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ConfigDict, Field
 
 from pnas_jobs.plan import Plan, Step
+from pnas_jobs.errors import EXIT_BAD_INPUT
 from pnas_jobs.spec import API_GROUP, API_VERSION, KIND, PnasEvalSpec
 from pnas_jobs.storage import ACCESS_KEY_ENV, SECRET_KEY_ENV
 
@@ -19,7 +20,6 @@ NAME_LABEL = f"{API_GROUP}/name"
 STEP_LABEL = f"{API_GROUP}/step"
 TERMINATION_LOG = "/dev/termination-log"
 SCRATCH = "/tmp"
-EXIT_BAD_INPUT = 2  # pnas_jobs.errors: retrying cannot help
 
 
 class JobSettings(BaseModel):

@@ -9,7 +9,7 @@ import json
 import logging
 from datetime import datetime, timezone
 
-from pnas_jobs.plan import cluster_problems, make_plan
+from pnas_jobs.plan import cluster_plan
 from pnas_jobs.spec import SpecError, parse_manifest
 from pnas_jobs.status import TERMINAL
 from pnas_operator import kube, manifests, state
@@ -29,34 +29,24 @@ def _owner(body: dict) -> manifests.Owner:
 
 def invalid(body: dict, problems: list[str], when: str) -> state.Outcome:
     message = "invalid spec: " + "; ".join(problems)
+    generation = body["metadata"].get("generation")
     status = {
         "phase": "Failed",
         "message": message,
-        "observedGeneration": body["metadata"].get("generation"),
+        "observedGeneration": generation,
         "completionTime": when,
-        "conditions": [
-            {
-                "type": "Ready",
-                "status": "False",
-                "reason": "InvalidSpec",
-                "message": message,
-                "lastTransitionTime": when,
-                "observedGeneration": body["metadata"].get("generation"),
-            }
-        ],
+        "conditions": [state.condition({}, "Ready", False, "InvalidSpec", message, when, generation)],
     }
     return state.Outcome(status, events=[("Warning", "InvalidSpec", message)])
 
 
 def plan_of(body: dict):
+    source = f"PnasEval {body['metadata'].get('namespace')}/{body['metadata']['name']}"
     manifest = parse_manifest(
         {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"), "metadata": body["metadata"], "spec": body.get("spec")},
-        f"PnasEval {body['metadata'].get('namespace')}/{body['metadata']['name']}",
+        source,
     )
-    problems = cluster_problems(manifest)
-    if problems:
-        raise SpecError(problems)
-    return manifest, make_plan(manifest, manifest.spec.storage.uri)
+    return manifest, cluster_plan(manifest, source)
 
 
 def reconcile(body: dict, settings: OperatorSettings, when: str | None = None) -> state.Outcome | None:

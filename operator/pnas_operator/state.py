@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pnas_jobs.plan import Plan, Step
+from pnas_jobs.status import TERMINAL
 from pnas_operator.manifests import STEP_LABEL
 
 RUNNING, SUCCEEDED, FAILED, PENDING = "Running", "Succeeded", "Failed", "Pending"
@@ -69,7 +70,7 @@ def view(job: dict) -> JobView:
     )
 
 
-def _condition(previous: dict, type_: str, ok: bool | None, reason: str, message: str, now: str, generation) -> dict:
+def condition(previous: dict, type_: str, ok: bool | None, reason: str, message: str, now: str, generation) -> dict:
     status = "Unknown" if ok is None else ("True" if ok else "False")
     old = next((c for c in previous.get("conditions") or [] if c.get("type") == type_), None)
     since = old["lastTransitionTime"] if old and old.get("status") == status else now
@@ -143,16 +144,16 @@ def derive(
         "stages": stages,
         "failedShards": sorted({i for s in failed for i in views[s.name].failed_indexes}),
     }
-    if phase in ("Succeeded", "Failed"):
+    if phase in TERMINAL:
         status["completionTime"] = previous.get("completionTime") or now
     if summary is not None:
         status["results"] = summary.get("results", [])
         status["failedImages"] = summary.get("failedImages")
     ready = True if phase == "Succeeded" else (False if phase == "Failed" else None)
     status["conditions"] = [
-        _condition(previous, "Ready", ready, phase, message, now, generation),
+        condition(previous, "Ready", ready, phase, message, now, generation),
         *(
-            _condition(previous, f"{s.name.capitalize()}Done", _ok(views[s.name]), _reason(views[s.name]), "", now, generation)
+            condition(previous, f"{s.name.capitalize()}Done", _ok(views[s.name]), _reason(views[s.name]), "", now, generation)
             for s in plan.steps
             if views[s.name]
         ),

@@ -31,8 +31,7 @@ def score(names: list[str], scores: np.ndarray, labels: dict[str, int], source: 
     if len(targets) and (targets.min() < 0 or targets.max() >= num_classes):
         raise UserError(f"labels in {source} fall outside the {num_classes} scores of the results")
     positions = metric.ranks(scores, targets)
-    hits = np.array([(positions < k).sum() for k in range(1, metric.TOPN + 1)])
-    return metric.accuracy_table(len(names), num_classes, hits), positions
+    return metric.accuracy_table(len(names), num_classes, metric.hits(positions)), positions
 
 
 def score_folder(results_dir: str, labels_uri: str, output: str) -> dict:

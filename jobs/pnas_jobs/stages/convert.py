@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pnas_jobs import layout, records
+from pnas_jobs import layout, metric, records
 from pnas_jobs.errors import ParityError, UserError
 from pnas_jobs.storage import NotFound, StorageSettings, is_s3, open_object, open_store
 
@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 INPUT_NAME, OUTPUT_NAME = "image", "class"
 PARITY_SAMPLES = 4
+ONNX_FILE = "model.onnx"  # the simplified model, as ATC is given it
 
 
 def _unwrap_state_dict(loaded) -> dict:
@@ -178,6 +179,7 @@ def run(
     if not force and (done := records.finished(store, layout.CONVERT_RECORD, inputs)):
         log.info("convert: already done for these inputs (%s); skipping", layout.CONVERT_RECORD)
         return done
+    atc_commands = _atc_commands(ONNX_FILE, batch_sizes, input_size, soc_version) if target == "om" else {}
 
     timings = {}
     with tempfile.TemporaryDirectory(prefix="pnas-convert-") as tmp:
@@ -186,7 +188,7 @@ def run(
         model, weights_record, num_classes = load_model(model_name, weights, work)
         timings["load_s"] = time.perf_counter() - started
 
-        raw, simplified = work / "model_raw.onnx", work / "model.onnx"
+        raw, simplified = work / "model_raw.onnx", work / ONNX_FILE
         started = time.perf_counter()
         export_onnx(model, raw, input_size, opset)
         timings["export_s"] = time.perf_counter() - started
@@ -208,7 +210,7 @@ def run(
             inputs=inputs,
             model=model_name,
             num_classes=num_classes,
-            label_offset=1 if num_classes == 1001 else 0,
+            label_offset=metric.label_offset(num_classes),
             input_size=input_size,
             opset=opset,
             weights=weights_record,
@@ -223,7 +225,7 @@ def run(
         store.upload(simplified, layout.ONNX_MODEL)
 
         if target == "om":
-            record["om"] = _atc(store, simplified, batch_sizes, input_size, soc_version, work, timings)
+            record["om"] = _atc(store, atc_commands, work, timings)
         records.write(store, layout.CONVERT_RECORD, record)
     log.info(
         "convert: %s -> %s (%d classes, parity max |diff| %.2g) in %.1f s",
@@ -236,9 +238,10 @@ def run(
     return record
 
 
-def _atc(store, onnx_path: Path, batch_sizes, input_size: int, soc_version: str, work: Path, timings: dict) -> dict:
+def _atc_commands(onnx_name: str, batch_sizes, input_size: int, soc_version: str) -> dict[int, list[str]]:
+    """ATC's command per batch size; checked before any work, as nothing else can stand in for ATC."""
     commands = {
-        bs: atc_command(onnx_path.name, f"model_bs{bs}", bs, input_size, soc_version) for bs in sorted(batch_sizes)
+        bs: atc_command(onnx_name, f"model_bs{bs}", bs, input_size, soc_version) for bs in sorted(batch_sizes)
     }
     if shutil.which("atc") is None:
         printed = "\n".join(" ".join(c) for c in commands.values())
@@ -246,6 +249,10 @@ def _atc(store, onnx_path: Path, batch_sizes, input_size: int, soc_version: str,
             "convert.target om needs Ascend's ATC on PATH (source /usr/local/Ascend/ascend-toolkit/set_env.sh, "
             f"or run in the Ascend jobs image). The commands would be:\n{printed}"
         )
+    return commands
+
+
+def _atc(store, commands: dict[int, list[str]], work: Path, timings: dict) -> dict:
     out = {}
     started = time.perf_counter()
     for bs, command in commands.items():

@@ -49,12 +49,13 @@ def load_pixels(store: Store, manifest: dict, work: Path) -> np.ndarray:
     return np.memmap(path, dtype=np.uint8, mode="r", shape=shape)
 
 
-def model_key(record: dict, backend: str, batch_size: int) -> str:
+def model_entry(record: dict, backend: str, batch_size: int) -> dict:
+    """The convert record's entry ({key, sha256, ...}) of the model this backend runs at this batch size."""
     if backend == "ais_bench":
         if str(batch_size) not in record.get("om", {}):
             raise UserError(f"no Ascend model for batch size {batch_size}: convert with target om and this batch size")
-        return record["om"][str(batch_size)]["key"]
-    return record["onnx"]["key"]
+        return record["om"][str(batch_size)]
+    return record["onnx"]
 
 
 def timing_summary(compute_ms: list[float], batch_size: int) -> dict:
@@ -126,10 +127,9 @@ def run(
     manifest = records.read(store, layout.shard_manifest(index))
     if manifest is None:
         raise UserError(f"shard {index} does not exist under {store.uri}: run the shard stage first")
-    key = model_key(convert, backend, batch_size)
-    model_sha = convert["om"][str(batch_size)]["sha256"] if backend == "ais_bench" else convert["onnx"]["sha256"]
+    model = model_entry(convert, backend, batch_size)
     inputs = dict(
-        model_sha256=model_sha,
+        model_sha256=model["sha256"],
         shard_sha256=manifest["pixels"]["sha256"],
         index=index,
         batch_size=batch_size,
@@ -145,7 +145,7 @@ def run(
     with tempfile.TemporaryDirectory(prefix="pnas-infer-") as tmp:
         work = Path(tmp)
         pixels = load_pixels(store, manifest, work)
-        model_path = store.fetch(key, work)
+        model_path = store.fetch(model["key"], work)
         session = open_backend(backend, device, model_path, batch_size, threads, device_id)
         try:
             tar_path = work / "results.tar"

@@ -83,13 +83,13 @@ def run(
         raise UserError(f"shard index {index} is outside 0..{shards - 1}")
     settings = StorageSettings.from_env()
     store = open_store(run_uri, settings)
-    config = transform.resolve(model_name, preprocess_overrides)
     data = dataset.load(images_uri, labels_uri, limit, settings)
     if shards > len(data.keys):
         raise UserError(
             f"spec.dataset.shards is {shards} but there are only {len(data.keys)} images: "
             "use at most one shard per image"
         )
+    config = transform.resolve(model_name, preprocess_overrides)  # after the checks: it imports timm (seconds)
     keys = data.shard(index, shards)
     inputs = dict(
         images=images_uri,
@@ -180,7 +180,3 @@ def _crops(images_uri, settings, keys, config, workers, pixels: Path, slot_bytes
         return
     with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=init) as pool:
         yield from zip(keys, pool.map(_crop, jobs, chunksize=8))
-
-
-def default_workers() -> int:
-    return max(1, len(os.sched_getaffinity(0)))
