@@ -26,6 +26,14 @@ def test_commands_carry_the_spec():
     assert shard.args[shard.args.index("--preprocess") + 1] == '{"crop_pct": 0.9}'
     assert infer.args[-4:] == ("--backend", "onnxruntime", "--device", "cpu") and infer.accelerator
     assert aggregate.args[-2:] == ("--limit", "100")
+    assert "--input-size" not in convert.args  # the model's own
+
+
+def test_an_input_size_override_reaches_both_convert_and_shard():
+    _, plan = planned(pnaseval(dataset={"preprocess": {"inputSize": 160}}))
+    convert, shard = plan.steps[:2]
+    assert convert.args[convert.args.index("--input-size") + 1] == "160"
+    assert shard.args[shard.args.index("--preprocess") + 1] == '{"input_size": 160}'
 
 
 def test_ascend_steps_need_the_ascend_image():

@@ -78,6 +78,8 @@ def make_plan(manifest: PnasEval, storage_uri: str) -> Plan:
                 "--soc-version", spec.convert.soc_version,
                 "--batch-sizes", _csv(batch_sizes),
                 "--parity-tolerance", repr(spec.convert.parity_tolerance),
+                # the model's input must be the crop the shards hold
+                *(("--input-size", str(spec.dataset.preprocess.input_size)) if spec.dataset.preprocess.input_size else ()),
             ),  # fmt: skip
             ascend=spec.convert.target == "om",
         )
