@@ -34,7 +34,7 @@ def backend(options: dict) -> dict:
 
         from pnas_jobs.stages.convert import load_model
 
-        model, _, _ = load_model(options["model"], "random", Path(options["work"]))  # the weights convert exported
+        model, _, _ = load_model(options["model"], "random")  # the weights convert exported
 
         def run_batch(batch):
             with torch.inference_mode():

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import TINY_MODEL, run_cli
-from pnas_jobs import layout
+from pnas_jobs import layout, records
 from pnas_jobs.errors import UserError
 from pnas_jobs.stages import convert
 
@@ -44,6 +44,19 @@ def test_done_conversion_is_not_redone(converted):
     root, record = converted
     again = convert.run(str(root), TINY_MODEL, "random")
     assert again == json.loads((root / layout.CONVERT_RECORD).read_text()) and again["timings"] == record["timings"]
+
+
+def test_weights_rewritten_in_place_are_converted_again(tmp_path):
+    """Same path, other content (the demo regenerates its weights): the old export must not be reused."""
+    import timm
+
+    weights, run = tmp_path / "weights.pth", str(tmp_path / "run")
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        torch.save(timm.create_model(TINY_MODEL).state_dict(), weights)
+        record = convert.run(run, TINY_MODEL, str(weights))
+        assert record["weights"]["sha256"] == record["inputs"]["weights_sha256"] == records.sha256_file(weights)
+    assert convert.run(run, TINY_MODEL, str(weights))["timings"] == record["timings"]  # unchanged: skipped
 
 
 def test_an_old_1001_class_checkpoint_gets_its_label_offset(tmp_path):

@@ -37,8 +37,21 @@ def _unwrap_state_dict(loaded) -> dict:
     return {k.removeprefix("module."): v for k, v in loaded.items()}
 
 
-def load_model(name: str, weights: str, work: Path):
-    """The timm model in eval mode, its weights record, and its number of classes."""
+def fetch_weights(weights: str, work: Path) -> Path | None:
+    """The weights file on this machine (downloaded when in object storage); None for 'timm' and 'random'."""
+    if weights in ("timm", "random"):
+        return None
+    store, key = open_object(weights, StorageSettings.from_env())
+    try:
+        return store.fetch(key, work / "weights")
+    except NotFound:
+        raise UserError(f"spec.model.weights: {weights} does not exist") from None
+
+
+def load_model(name: str, weights: str, path: Path | None = None):
+    """The timm model in eval mode, its weights record, and its number of classes.
+
+    `path` is the fetched weights file when `weights` names one (fetch_weights)."""
     import timm
     import torch
 
@@ -57,12 +70,6 @@ def load_model(name: str, weights: str, work: Path):
                 "offline, set spec.model.weights to a local .pth, an s3:// object or 'random'"
             ) from None
     else:
-        store, key = open_object(weights, StorageSettings.from_env())
-        try:
-            path = store.fetch(key, work / "weights")
-        except NotFound:
-            raise UserError(f"spec.model.weights: {weights} does not exist") from None
-        source["sha256"] = records.sha256_file(path)
         try:
             state = _unwrap_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         except UserError:
@@ -167,25 +174,31 @@ def run(
 
     store = open_store(run_uri, StorageSettings.from_env())
     input_size = input_size or transform.resolve(model_name).input_size
-    inputs = dict(
-        model=model_name,
-        weights=weights,
-        opset=opset,
-        target=target,
-        soc_version=soc_version if target == "om" else None,
-        batch_sizes=sorted(batch_sizes) if target == "om" else None,
-        input_size=input_size,
-    )
-    if not force and (done := records.finished(store, layout.CONVERT_RECORD, inputs)):
-        log.info("convert: already done for these inputs (%s); skipping", layout.CONVERT_RECORD)
-        return done
-    atc_commands = _atc_commands(ONNX_FILE, batch_sizes, input_size, soc_version) if target == "om" else {}
-
     timings = {}
     with tempfile.TemporaryDirectory(prefix="pnas-convert-") as tmp:
         work = Path(tmp)
         started = time.perf_counter()
-        model, weights_record, num_classes = load_model(model_name, weights, work)
+        weights_path = fetch_weights(weights, work)
+        # the weights' content, not only their name: a file rewritten in place is another model
+        weights_sha256 = records.sha256_file(weights_path) if weights_path else None
+        inputs = dict(
+            model=model_name,
+            weights=weights,
+            weights_sha256=weights_sha256,
+            opset=opset,
+            target=target,
+            soc_version=soc_version if target == "om" else None,
+            batch_sizes=sorted(batch_sizes) if target == "om" else None,
+            input_size=input_size,
+        )
+        if not force and (done := records.finished(store, layout.CONVERT_RECORD, inputs)):
+            log.info("convert: already done for these inputs (%s); skipping", layout.CONVERT_RECORD)
+            return done
+        atc_commands = _atc_commands(ONNX_FILE, batch_sizes, input_size, soc_version) if target == "om" else {}
+
+        model, weights_record, num_classes = load_model(model_name, weights, weights_path)
+        if weights_sha256:
+            weights_record["sha256"] = weights_sha256
         timings["load_s"] = time.perf_counter() - started
 
         raw, simplified = work / "model_raw.onnx", work / ONNX_FILE
