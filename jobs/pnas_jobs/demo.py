@@ -159,12 +159,12 @@ def main(spec_path: Path, count: int, workers: int) -> int:
         file=sys.stderr,
     )
     planted = prepare(manifest, count)
-    workdir = Path(manifest.spec.storage.uri or "demo").parent
+    workdir = Path(manifest.spec.storage.uri).parent if manifest.spec.storage.uri else Path("demo")
     code = local.run(manifest, workdir, workers)
     if code:
         return code
     meta = manifest.metadata
-    store = open_store(layout.root(manifest.spec.storage.uri, meta.namespace, meta.name))
+    store = open_store(layout.root(local.storage_uri(manifest, workdir), meta.namespace, meta.name))
     expected = metric.seed_json(planted.table())
     report = records.read(store, layout.REPORT)
     for result in report["results"]:

@@ -136,10 +136,14 @@ def format_table(report: dict) -> str:
     return "\n".join([line(header), rule, *map(line, rows)])
 
 
+def storage_uri(manifest: PnasEval, workdir: Path) -> str:
+    """Where a local run keeps its objects: spec.storage.uri, else the work folder."""
+    return manifest.spec.storage.uri or str(Path(workdir).absolute())
+
+
 def run(manifest: PnasEval, workdir: Path, workers: int = 0, force: bool = False, progress: bool = True) -> int:
     workdir = Path(workdir).absolute()
-    storage_uri = manifest.spec.storage.uri or str(workdir)
-    plan = make_plan(manifest, storage_uri)
+    plan = make_plan(manifest, storage_uri(manifest, workdir))
     if force:
         plan = Plan(
             plan.name, plan.namespace, plan.root,
