@@ -38,6 +38,18 @@ def test_phase_and_next_jobs(jobs, phase, create):
     assert [s.name for s in outcome.create] == create
 
 
+def test_finished_stages_stay_done_when_their_jobs_expire():
+    """ttlSecondsAfterFinished deletes finished Jobs; the status remembers them, so nothing is redone."""
+    running = derive(DONE_PREP + [job("eval", "infer-bs1", succeeded=1, active=3)])
+    assert [s.get("job") for s in running.status["stages"]][:3] == ["eval-convert", "eval-shard", "eval-infer-bs1"]
+    assert "job" not in running.status["stages"][3]  # pending: no Job yet, and no null either
+    expired = derive([job("eval", "infer-bs1", complete=True, succeeded=4)], previous=running.status, when=LATER)
+    assert [s.name for s in expired.create] == ["infer-bs4"]
+    assert expired.status["phase"] == "Inferring"
+    assert [s["phase"] for s in expired.status["stages"][:3]] == ["Succeeded"] * 3
+    assert not [e for e in expired.events if e[1] in ("StageStarted", "StageSucceeded") and "infer-bs1" not in e[2]]
+
+
 def test_failure_names_the_shards_and_the_reason():
     outcome = derive(DONE_PREP + [job("eval", "infer-bs1", failed=True, failed_indexes="1,3-4", reason="FailedIndexes", succeeded=1)])
     status = outcome.status

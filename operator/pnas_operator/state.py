@@ -94,13 +94,13 @@ def derive(
 ) -> Outcome:
     """The next status of a PnasEval from its Jobs (and the aggregate's summary once it finished)."""
     previous = previous or {}
+    old_stages = {s["name"]: s for s in previous.get("stages") or []}
     by_step = {j["metadata"].get("labels", {}).get(STEP_LABEL): view(j) for j in jobs}
-    views = {s.name: by_step.get(s.name) for s in plan.steps}
+    views = {s.name: by_step.get(s.name) or _remembered(old_stages.get(s.name)) for s in plan.steps}
     failed = [s for s in plan.steps if views[s.name] and views[s.name].phase == FAILED]
     done = {s.name for s in plan.steps if views[s.name] and views[s.name].phase == SUCCEEDED}
     create = [] if failed else [s for s in plan.steps if views[s.name] is None and set(s.after) <= done]
 
-    old_stages = {s["name"]: s for s in previous.get("stages") or []}
     stages, events = [], []
     for step in plan.steps:
         v = views[step.name]
@@ -108,7 +108,7 @@ def derive(
         stage = {
             "name": step.name,
             "phase": phase,
-            "job": v.name if v else None,
+            **({"job": v.name} if v else {}),  # no null: the API server drops it, and kopf warns of the difference
             "succeeded": v.succeeded if v else 0,
             "completions": step.completions,
             "failedPods": v.failed_pods if v else 0,
@@ -159,6 +159,13 @@ def derive(
         ),
     ]
     return Outcome(status, create, events)
+
+
+def _remembered(stage: dict | None) -> JobView | None:
+    """A stage the status records as Succeeded whose Job is gone (ttlSecondsAfterFinished): still done."""
+    if not stage or stage.get("phase") != SUCCEEDED or not stage.get("job"):
+        return None
+    return JobView(stage["job"], SUCCEEDED, succeeded=stage.get("succeeded", 0), failed_pods=stage.get("failedPods", 0))
 
 
 def _ok(v: JobView | None) -> bool | None:
