@@ -429,6 +429,7 @@ def test_no_credential_outside_a_secret(scenario):
         ({"jobs": {"resources": {"requests": {"cpu": "lots"}}}}, "/jobs/resources/requests/cpu", "does not match pattern"),
         ({"jobs": {"resources": {"limits": {"cpu": "2"}}}}, "/jobs/resources/limits", "'cpu' not allowed"),
         ({"jobs": {"runAsUser": 0}}, "/jobs/runAsUser", "minimum"),
+        ({"jobs": {"ttlSecondsAfterFinished": 0}}, "/jobs/ttlSecondsAfterFinished", "minimum"),
         ({"watchNamespace": "Team_A"}, "/watchNamespace", "does not match pattern"),
         ({"minio": {"service": {"type": "Ingress"}}}, "/minio/service/type", "must be one of"),
         ({"minio": {"credentials": {"secretKey": "short"}}}, "/minio/credentials/secretKey", "minLength"),

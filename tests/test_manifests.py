@@ -31,6 +31,9 @@ def test_names_labels_and_owner():
         (ref,) = job["metadata"]["ownerReferences"]
         assert ref == {"apiVersion": "pnaseval.io/v1alpha1", "kind": "PnasEval", "name": "eval", "uid": OWNER.uid,
                        "controller": True, "blockOwnerDeletion": True}  # fmt: skip
+        assert manifests.owned_by(job, OWNER)
+        # a PnasEval deleted and created again under the same name: the old one's Jobs are not its own
+        assert not manifests.owned_by(job, Owner(OWNER.name, OWNER.namespace, "another-uid"))
 
 
 def test_long_names_stay_valid_and_distinct():
@@ -109,9 +112,20 @@ def test_aggregate_reports_through_its_termination_log():
     assert container["terminationMessagePath"] == "/dev/termination-log"
 
 
+def test_cpu_and_memory_limits_of_the_spec_are_also_the_requests():
+    """A limit below the default request (cpu 1, memory 4Gi) would make the API server refuse the Job."""
+    built = jobs(pnaseval(inference={"resources": {"cpu": "500m", "memory": "2Gi", "nvidia.com/gpu": 1}}))
+    resources = pod(next(j for step, j in built.items() if step.startswith("infer")))["containers"][0]["resources"]
+    assert resources["limits"] == {"cpu": "500m", "memory": "2Gi", "nvidia.com/gpu": "1"}
+    assert resources["requests"] == resources["limits"]
+    assert pod(built["shard"])["containers"][0]["resources"]["requests"] == {"cpu": "1", "memory": "4Gi"}
+
+
 def test_ttl_is_configurable_and_can_be_off():
     assert jobs(pnaseval(), JobSettings(job_ttl_seconds=600))["shard"]["spec"]["ttlSecondsAfterFinished"] == 600
     assert "ttlSecondsAfterFinished" not in jobs(pnaseval(), JobSettings(job_ttl_seconds=None))["shard"]["spec"]
+    with pytest.raises(ValueError, match="job_ttl_seconds"):
+        JobSettings(job_ttl_seconds=0)  # gone before the operator could read the aggregate's summary
 
 
 def test_builders_are_deterministic():

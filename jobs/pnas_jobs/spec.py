@@ -86,7 +86,7 @@ class InferenceSpec(_Model):
     )
     parallelism: int = Field(8, ge=1, le=1024, description="shard pods at once (cluster)")
     resources: dict[str, int | str] | None = Field(
-        None, description="resources.limits of an inference pod (default follows the device)"
+        None, description="resources.limits of an inference pod, also its requests (default follows the device)"
     )
     node_selector: dict[str, str] | None = Field(None, description="default follows the device")
     tolerations: list[dict[str, Any]] = Field(default_factory=list)

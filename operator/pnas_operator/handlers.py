@@ -33,12 +33,8 @@ def _apply(body, patch, logger) -> None:
     patch.status.update(outcome.status)
 
 
-@kopf.on.resume(*RESOURCE)
-@kopf.on.create(*RESOURCE)
-def start(body, patch, logger, **_) -> None:
-    _apply(body, patch, logger)
-
-
+# The timer does every pass, the first one included: it fires as soon as a PnasEval is seen (created,
+# or found at start-up). A create/resume handler as well would run a second pass at the same moment.
 @kopf.timer(*RESOURCE, interval=SETTINGS.reconcile_interval, when=lambda status, **_: status.get("phase") not in TERMINAL)
 def watch_jobs(body, patch, logger, **_) -> None:
     _apply(body, patch, logger)

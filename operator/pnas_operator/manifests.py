@@ -32,7 +32,9 @@ class JobSettings(BaseModel):
     ascend_image: str = "ghcr.io/pnas-eval/jobs-ascend:0.1.0"
     image_pull_policy: str = "IfNotPresent"
     jobs_service_account: str | None = "pnas-eval-jobs"  # None: the namespace's default account
-    job_ttl_seconds: int | None = Field(86400, ge=0)  # ttlSecondsAfterFinished; None keeps finished Jobs
+    # ttlSecondsAfterFinished; None keeps finished Jobs. Not less than a minute: the operator must still
+    # find the finished aggregate Job, and its pod, to read the run's summary
+    job_ttl_seconds: int | None = Field(86400, ge=60)
     backoff_limit: int = Field(2, ge=0)  # retries of a non-indexed Job (convert, aggregate)
     backoff_limit_per_index: int = Field(2, ge=0)  # retries of one shard, alone
     ascend_driver_path: str = "/usr/local/Ascend/driver"  # empty: the Ascend runtime mounts it
@@ -88,8 +90,9 @@ def _resources(step: Step, spec: PnasEvalSpec, settings: JobSettings) -> dict:
     if step.accelerator:
         devices = {k: str(v) for k, v in spec.inference.resolved_resources.items()}
         limits.update(devices)
-        # extended resources (NPUs, GPUs) must request what they limit
-        requests.update({k: v for k, v in devices.items() if "/" in k})
+        # extended resources (NPUs, GPUs) must request what they limit; and a cpu or memory limit
+        # the spec sets may be below the operator's default request, which the API server refuses
+        requests.update(devices)
     return {"requests": requests, "limits": limits}
 
 
@@ -190,6 +193,12 @@ def job_for_step(
             }
         ]
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": job_spec}
+
+
+def owned_by(job: dict, owner: Owner) -> bool:
+    """Whether this PnasEval (by uid, not only by name) made the Job: a deleted PnasEval's Jobs
+    linger until garbage collection, and must not count for a new one of the same name."""
+    return any(ref.get("uid") == owner.uid for ref in job["metadata"].get("ownerReferences") or [])
 
 
 def cleanup_job(plan: Plan, spec: PnasEvalSpec, owner: Owner, settings: JobSettings) -> dict:

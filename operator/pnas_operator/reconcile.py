@@ -59,7 +59,7 @@ def reconcile(body: dict, settings: OperatorSettings, when: str | None = None) -
     except SpecError as error:
         return invalid(body, error.problems, when)
     owner = _owner(body)
-    jobs = kube.list_jobs(owner.namespace, owner.name)
+    jobs = [job for job in kube.list_jobs(owner.namespace, owner.name) if manifests.owned_by(job, owner)]
     summary = None
     aggregate = next((j for j in jobs if j["metadata"]["labels"].get(manifests.STEP_LABEL) == "aggregate"), None)
     if aggregate is not None and state.view(aggregate).phase == state.SUCCEEDED:
