@@ -120,3 +120,19 @@ def test_a_missing_shard_blocks_publication(completed_run, tmp_path):
     assert result.returncode == 2
     assert "missing for shards [1]" in result.stderr and "Traceback" not in result.stderr
     assert not (copy / layout.accuracy_json(4)).exists()
+
+
+def test_the_aggregate_summary_fits_a_termination_message(completed_run, tmp_path):
+    """The operator reads the summary from the aggregate pod's termination message, which Kubernetes
+    cuts at 4 KiB: even 16 batch sizes (the most a spec allows) must fit, whatever the run's URI."""
+    copy = tmp_path / "a-run-folder-with-a-rather-long-name-to-make-the-uri-long"
+    shutil.copytree(completed_run["run"], copy)
+    summary = tmp_path / "termination-log"
+    result = run_cli("aggregate", "--run", str(copy), "--labels", str(completed_run["labels"]),
+                     "--batch-sizes", "1,4", "--shards", "3", "--summary-file", str(summary))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    text = summary.read_text()
+    results = json.loads(text)["results"]
+    assert [r["batchSize"] for r in results] == [1, 4] and str(copy) not in text
+    worst = max(len(json.dumps(r)) for r in results)
+    assert len(text) + 14 * (worst + 2) < 4096

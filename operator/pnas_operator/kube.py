@@ -5,6 +5,7 @@ repeated pass never duplicates work.
 """
 from __future__ import annotations
 
+import json
 import logging
 from functools import cache
 
@@ -33,6 +34,10 @@ def list_jobs(namespace: str, owner: str) -> list[dict]:
     return [j for j in jobs if (j["metadata"].get("labels") or {}).get(NAME_LABEL) == owner]
 
 
+class JobRejected(Exception):
+    """The API server refused a Job as invalid or forbidden: retrying the same manifest cannot help."""
+
+
 def create_job(manifest: dict) -> bool:
     """Create a Job; False when it already exists (another pass or operator got there first)."""
     from kubernetes.client.exceptions import ApiException
@@ -44,7 +49,18 @@ def create_job(manifest: dict) -> bool:
     except ApiException as error:
         if error.status == 409:
             return False
+        # invalid: no retry can help. Others (403 quota, 429, 5xx) pass up: kopf retries the pass
+        if error.status in (400, 422):
+            raise JobRejected(f"HTTP {error.status}: {_reason(error)}") from None
         raise
+
+
+def _reason(error) -> str:
+    """The API server's own message (a Status object), else its reason phrase."""
+    try:
+        return json.loads(error.body)["message"]
+    except (TypeError, ValueError, KeyError):
+        return str(error.reason)
 
 
 def termination_message(namespace: str, job: str) -> str | None:

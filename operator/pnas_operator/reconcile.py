@@ -9,6 +9,7 @@ import json
 import logging
 from datetime import datetime, timezone
 
+from pnas_jobs import layout
 from pnas_jobs.plan import cluster_plan
 from pnas_jobs.spec import SpecError, parse_manifest
 from pnas_jobs.status import TERMINAL
@@ -28,16 +29,20 @@ def _owner(body: dict) -> manifests.Owner:
 
 
 def invalid(body: dict, problems: list[str], when: str) -> state.Outcome:
-    message = "invalid spec: " + "; ".join(problems)
+    return rejected(body, "invalid spec: " + "; ".join(problems), when, "InvalidSpec")
+
+
+def rejected(body: dict, message: str, when: str, reason: str = "JobRejected") -> state.Outcome:
+    """Failed for good: what the spec asks for cannot run, and passing again would not change that."""
     generation = body["metadata"].get("generation")
     status = {
         "phase": "Failed",
         "message": message,
         "observedGeneration": generation,
         "completionTime": when,
-        "conditions": [state.condition({}, "Ready", False, "InvalidSpec", message, when, generation)],
+        "conditions": [state.condition({}, "Ready", False, reason, message, when, generation)],
     }
-    return state.Outcome(status, events=[("Warning", "InvalidSpec", message)])
+    return state.Outcome(status, events=[("Warning", reason, message)])
 
 
 def plan_of(body: dict):
@@ -64,17 +69,22 @@ def reconcile(body: dict, settings: OperatorSettings, when: str | None = None) -
     aggregate = next((j for j in jobs if j["metadata"]["labels"].get(manifests.STEP_LABEL) == "aggregate"), None)
     if aggregate is not None and state.view(aggregate).phase == state.SUCCEEDED:
         message = kube.termination_message(owner.namespace, aggregate["metadata"]["name"])
-        summary = _summary(message)
+        summary = _summary(message, plan.root)
     outcome = state.derive(plan, jobs, previous, when, body["metadata"].get("generation"), summary)
     job_settings = settings.job_settings()
     for step in outcome.create:
         manifest_ = manifests.job_for_step(plan, step, manifest.spec, owner, job_settings)
-        if kube.create_job(manifest_):
-            log.info("created Job %s/%s", owner.namespace, manifest_["metadata"]["name"])
+        name = manifest_["metadata"]["name"]
+        try:
+            if kube.create_job(manifest_):
+                log.info("created Job %s/%s", owner.namespace, name)
+        except kube.JobRejected as error:
+            return rejected(body, f"the API server refused Job {name} ({step.name}): {error}", when)
     return outcome
 
 
-def _summary(message: str | None) -> dict | None:
+def _summary(message: str | None, root: str) -> dict | None:
+    """The aggregate's termination message, with each result's accuracy JSON URI under the run's root."""
     if not message:
         return None
     try:
@@ -82,7 +92,11 @@ def _summary(message: str | None) -> dict | None:
     except json.JSONDecodeError:
         log.warning("aggregate left an unreadable summary: %.200s", message)
         return None
-    return data if isinstance(data, dict) and "results" in data else None
+    if not (isinstance(data, dict) and isinstance(data.get("results"), list)):
+        return None
+    for result in data["results"]:
+        result["json"] = f"{root}/{layout.accuracy_json(result['batchSize'])}"
+    return data
 
 
 def cleanup(body: dict, settings: OperatorSettings) -> str | None:
