@@ -92,8 +92,8 @@ OPERATOR_RULES = {
     ("pnaseval.io", "pnasevals"): {"get", "list", "watch", "patch", "update"},
     ("pnaseval.io", "pnasevals/status"): {"get", "patch", "update"},
     ("pnaseval.io", "pnasevals/finalizers"): {"update"},  # blockOwnerDeletion on the Jobs' owner reference
-    ("batch", "jobs"): {"get", "list", "watch", "create", "delete"},
-    ("", "pods"): {"get", "list", "watch"},
+    ("batch", "jobs"): {"list", "create"},  # the calls in pnas_operator/kube.py (test below)
+    ("", "pods"): {"list"},
     ("", "events"): {"create", "patch"},
     ("events.k8s.io", "events"): {"create", "patch"},
 }
@@ -262,6 +262,16 @@ def test_operator_gets_exactly_the_permissions_it_needs(scenario, watched):
         assert "--all-namespaces" in command and "--namespace" not in command
         assert granted == {"cluster": {**OPERATOR_RULES, **KOPF_DISCOVERY}}
         assert of_kind(objs, "Role") == of_kind(objs, "RoleBinding") == []
+
+
+def test_the_job_and_pod_rules_are_the_calls_the_operator_makes():
+    """kube.py is the operator's one door to the API (besides kopf's own PnasEval watching)."""
+    source = (REPO / "operator" / "pnas_operator" / "kube.py").read_text()
+    calls = set(re.findall(r"\.(list|create|get|read|watch|patch|delete|replace)_namespaced_(job|pod)\(", source))
+    made = {}
+    for verb, kind in calls:
+        made.setdefault(("batch", "jobs") if kind == "job" else ("", "pods"), set()).add({"read": "get"}.get(verb, verb))
+    assert made == {key: OPERATOR_RULES[key] for key in made} and set(made) == {("batch", "jobs"), ("", "pods")}
 
 
 def test_users_may_create_pnasevals_through_the_default_roles():
