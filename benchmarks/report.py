@@ -111,7 +111,8 @@ def markdown(ctx: Context, rows: list[Row]) -> str:
         lines += [f"- {note}" for note in row.notes] or ["- (no notes)"]
         lines.append("")
     lines += ["## GPU against the seed's Ascend 310P3", "", _gpu_table(ctx), ""]
-    lines += ["## What changed to reach the targets", "", CHANGES]
+    if not ctx.smoke:  # figures from development, at full sizes: beside smoke-sized ones they would mislead
+        lines += ["## What changed to reach the targets", "", CHANGES]
     return "\n".join(lines)
 
 
