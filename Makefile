@@ -35,7 +35,7 @@ bench-smoke: venv
 
 ## regenerate the CRD (and the chart's copy) from the spec model
 crd: venv
-	$(BIN)/pnas-eval crd --write crds/pnaseval.yaml charts/pnas-eval/crds/pnaseval.yaml
+	$(BIN)/pnas-eval crd --write crds/pnaseval.yaml --write charts/pnas-eval/crds/pnaseval.yaml
 
 clean:
 	rm -rf demo runs benchmarks/work

@@ -96,6 +96,7 @@ def _previous_parser(lines: list[bytes]) -> np.ndarray:
 
 
 def run(ctx: Context) -> list[Row]:
+    from pnas_jobs.params import AggregateParams
     from pnas_jobs.stages import aggregate
 
     sizes = ctx.sizes
@@ -109,7 +110,9 @@ def run(ctx: Context) -> list[Row]:
     stage_s = seed_s = folder_s = stage_wall = float("inf")
     for _ in range(sizes.rounds):  # alternated; the fastest round of each counts
         cpu, wall = time.process_time(), time.perf_counter()
-        aggregate.run(str(paths["run"]), str(paths["labels"]), (BATCH_SIZE,), sizes.result_shards)
+        aggregate.main(
+            AggregateParams(root=str(paths["run"]), labels=str(paths["labels"]), batch_sizes=(BATCH_SIZE,), shards=sizes.result_shards)
+        )
         stage_s, stage_wall = min(stage_s, time.process_time() - cpu), min(stage_wall, time.perf_counter() - wall)
         cpu = time.process_time()
         seed_json = seed.seed_score(paths["folder"], paths["labels"])
@@ -130,7 +133,7 @@ def run(ctx: Context) -> list[Row]:
     speedup = seed_full / stage_s
     accuracy = metric.percentages(json.loads((paths["run"] / layout.accuracy_json(BATCH_SIZE)).read_text()))
     notes = [
-        f"`pnas-eval aggregate` (in-process `aggregate.run`) over {count:,} results in {sizes.result_shards} shard tars "
+        f"`pnas-eval aggregate` (in-process `aggregate.main`) over {count:,} results in {sizes.result_shards} shard tars "
         f"(about {sum(p.stat().st_size for p in (paths['run'] / 'results').rglob('*.tar')) / 1e6:,.0f} MB of text): "
         "checksums, tar reading, parsing, ranking, the seed's JSON and report.json. Times are CPU seconds of "
         "this single-threaded process (what an idle machine takes; other work on the machine does not count), "

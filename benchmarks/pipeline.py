@@ -29,10 +29,10 @@ def prepared(ctx: Context) -> dict:
     images, labels = photo_jpegs(ctx.work / "photos", sizes.photos)
     run = ctx.work / "runs" / sizes.model
     ctx.log(f"converting {sizes.model} (random weights; skipped when already done) ...")
-    pnas_eval(["convert", "--run", str(run), "--model", sizes.model, "--weights", "random"], ctx.logs / "convert.log")
+    pnas_eval(["convert", "--root", str(run), "--model", sizes.model, "--weights", "random"], ctx.logs / "convert.log")
     pnas_eval(
         [
-            "shard", "--run", str(run), "--images", str(images), "--labels", str(labels), "--model", sizes.model,
+            "shard", "--root", str(run), "--images", str(images), "--labels", str(labels), "--model", sizes.model,
             "--shards", "1", "--index", "0", "--limit", str(sizes.shard_images),
         ],
         ctx.logs / "shard.log",
@@ -56,7 +56,7 @@ def _stage(ctx: Context, run: Path, batch_size: int, markers: list) -> float:
     from pnas_jobs.storage import open_store
 
     pnas_eval(
-        ["infer", "--run", str(run), "--index", "0", "--batch-size", str(batch_size), "--backend", "onnxruntime",
+        ["infer", "--root", str(run), "--index", "0", "--batch-size", str(batch_size), "--backend", "onnxruntime",
          "--device", "cpu", "--force"],
         ctx.logs / "infer.log",
     )  # fmt: skip

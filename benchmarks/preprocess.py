@@ -122,7 +122,7 @@ def run(ctx: Context) -> list[Row]:
             [
                 f"{sizes.photos} photo-like JPEGs (mostly 500x375, mean {jpeg_kb:.0f} KB, quality 90). Each side in a "
                 "fresh process pinned to CPU 0, counted in images over the CPU time its work took (the seed's loop; "
-                "all of `shard.run`, listing, checksums and upload included), so that other work on the machine "
+                "all of `shard.main`, listing, checksums and upload included), so that other work on the machine "
                 f"does not count. Best of {sizes.rounds} alternated round(s).",
                 f"Bit-exact: {same} of {total} stored crops, normalised as the infer stage does, equal the seed "
                 "recipe's .bin to the bit.",

@@ -41,9 +41,11 @@ def backend(options: dict) -> dict:
                 return model(torch.from_numpy(batch)).numpy()
 
     else:
-        from pnas_jobs.backends import open_backend
+        from pnas_jobs.backends import registry
 
-        session = open_backend("onnxruntime", options["device"], Path(options["model_path"]), 1, options["threads"])
+        session = registry.get("onnxruntime").open(
+            model_path=Path(options["model_path"]), device=options["device"], batch_size=1, threads=options["threads"]
+        )
 
         def run_batch(batch):
             return session.infer(batch)[0]
@@ -59,7 +61,7 @@ def backend(options: dict) -> dict:
 def loop(options: dict) -> dict:
     """2. The `ais_bench --loop` analogue: the infer stage's backend on one batch of the shard, no I/O."""
     from pnas_jobs import layout, records, transform
-    from pnas_jobs.backends import open_backend
+    from pnas_jobs.backends import registry
     from pnas_jobs.stages.infer import load_pixels, model_entry
     from pnas_jobs.storage import open_store
 
@@ -67,11 +69,12 @@ def loop(options: dict) -> dict:
     manifest = records.read(store, layout.shard_manifest(options["index"]))
     work = Path(options["work"])
     pixels = load_pixels(store, manifest, work)
-    model_path = store.fetch(model_entry(records.read(store, layout.CONVERT_RECORD), options["backend"], 1)["key"], work)
+    backend = registry.get(options["backend"])
+    model_path = store.fetch(model_entry(records.read(store, layout.CONVERT_RECORD), backend, 1)["key"], work)
     config = transform.Preprocess.from_dict(manifest["preprocess"])
     batch_size = options["batch_size"]
     batch = transform.normalize(np.asarray(pixels[np.arange(batch_size) % len(pixels)]), config)
-    session = open_backend(options["backend"], options["device"], model_path, batch_size, options["threads"])
+    session = backend.open(model_path=model_path, device=options["device"], batch_size=batch_size, threads=options["threads"])
     try:
         rate = _rate(lambda b: session.infer(b), batch, options["images"])
     finally:
@@ -107,7 +110,7 @@ def seed_preprocess(options: dict) -> dict:
 
 
 def shard(options: dict) -> dict:
-    """4. The shard stage (`shard.run`, what `pnas-eval shard` runs), and the CPU time it took.
+    """4. The shard stage (`shard.main`, what `pnas-eval shard` runs), and the CPU time it took.
 
     CPU seconds (this process and its decoding processes) count the work done, whatever else the
     machine runs at the same time; the manifest's `seconds` is the stage's own wall time.
@@ -115,13 +118,16 @@ def shard(options: dict) -> dict:
     import os
 
     from pnas_jobs import transform
+    from pnas_jobs.params import ShardParams
     from pnas_jobs.stages import shard as stage
 
     transform.resolve("pnasnet5large")  # imports timm (seconds of CPU): process start-up, not the stage's work
     before = os.times()
-    manifest = stage.run(
-        options["run"], options["images"], options["labels"], "pnasnet5large", 1, 0,
-        workers=options["workers"], force=True,
+    manifest = stage.main(
+        ShardParams(
+            root=options["run"], images=options["images"], labels=options["labels"], model="pnasnet5large",
+            shards=1, index=0, workers=options["workers"], force=True,
+        )
     )  # fmt: skip
     after = os.times()
     cpu = sum(getattr(after, k) - getattr(before, k) for k in ("user", "system", "children_user", "children_system"))

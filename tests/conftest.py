@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from builders import TINY_MODEL
 from pnas_jobs import demo
 
-TINY_MODEL = "test_efficientnet"  # timm's 0.36 M-parameter test model: real layers, fast on a CPU
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -32,29 +32,6 @@ def sample_set(tmp_path_factory):
     images, labels_path = root / "images", root / "val_label.txt"
     planted = demo.plant_sample(TINY_MODEL, images, labels_path, root / "planted.pth", 24, seed=1)
     return dict(root=root, images=images, labels=labels_path, names=sorted(planted.ranks), planted=planted)
-
-
-def manifest(name: str, images, labels, weights, storage_uri, **overrides) -> dict:
-    """A PnasEval manifest for the tiny model; `overrides` are merged into spec sections."""
-    spec = {
-        "model": {"name": TINY_MODEL, "weights": str(weights)},
-        "dataset": {"images": str(images), "labels": str(labels), "shards": 3},
-        "inference": {"backend": "onnxruntime", "device": "cpu", "batchSizes": [1, 4]},
-        "storage": {"uri": str(storage_uri)},
-    }
-    for section, values in overrides.items():
-        if isinstance(values, dict):
-            spec.setdefault(section, {}).update(values)
-        else:
-            spec[section] = values
-    return {"apiVersion": "pnaseval.io/v1alpha1", "kind": "PnasEval", "metadata": {"name": name, "namespace": "test"}, "spec": spec}
-
-
-def write_manifest(path: Path, data: dict) -> Path:
-    import yaml
-
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY_MODEL, run_cli
+from builders import TINY_MODEL
+from conftest import run_cli
+from pnas_jobs.params import ConvertParams, ShardParams
 from pnas_jobs import layout, records
 from pnas_jobs.stages import convert, shard
 from pnas_jobs.storage import open_store
@@ -36,10 +38,10 @@ def om_run(sample_set, tmp_path_factory):
     old_path = os.environ["PATH"]
     os.environ["PATH"] = f"{bin_dir}{os.pathsep}{old_path}"
     try:
-        convert.run(str(root / "run"), TINY_MODEL, str(sample_set["planted"].weights), target="om", batch_sizes=(4,))
+        convert.main(ConvertParams(root=str(root / "run"), model=TINY_MODEL, weights=str(sample_set["planted"].weights), target="om", batch_sizes=(4,)))
     finally:
         os.environ["PATH"] = old_path
-    shard.run(str(root / "run"), str(sample_set["images"]), str(sample_set["labels"]), TINY_MODEL, shards=2, index=1)
+    shard.main(ShardParams(root=str(root / "run"), images=str(sample_set["images"]), labels=str(sample_set["labels"]), model=TINY_MODEL, shards=2, index=1))
     return root
 
 
@@ -51,7 +53,7 @@ def txt_members(path) -> dict[str, bytes]:
 def reference(om_run, tmp_path) -> dict[str, bytes]:
     copy = tmp_path / "onnxruntime"
     shutil.copytree(om_run / "run", copy)
-    run_cli("infer", "--run", str(copy), "--index", "1", "--batch-size", "4", "--backend", "onnxruntime", check=True)
+    run_cli("infer", "--root", str(copy), "--index", "1", "--batch-size", "4", "--backend", "onnxruntime", check=True)
     return txt_members(copy / layout.result_tar(4, 1))
 
 
@@ -61,7 +63,7 @@ def test_ais_bench_results_equal_onnxruntime(om_run, tmp_path, fake):
     shutil.copytree(om_run / "run", run)
     log = tmp_path / "ais.log"
     env = {"PYTHONPATH": str(SUPPORT / fake), "FAKE_AIS_LOG": str(log), "ASCEND_VISIBLE_DEVICES": "3,5"}
-    result = run_cli("infer", "--run", str(run), "--index", "1", "--batch-size", "4", "--backend", "ais_bench",
+    result = run_cli("infer", "--root", str(run), "--index", "1", "--batch-size", "4", "--backend", "ais_bench",
                      "--device", "npu", env=env)  # fmt: skip
     assert result.returncode == 0, result.stderr
     got = txt_members(run / layout.result_tar(4, 1))
@@ -73,12 +75,12 @@ def test_ais_bench_results_equal_onnxruntime(om_run, tmp_path, fake):
 
 
 def test_without_ais_bench_the_error_says_where_to_run(om_run, tmp_path):
-    result = run_cli("infer", "--run", str(om_run / "run"), "--index", "1", "--batch-size", "4", "--backend", "ais_bench",
+    result = run_cli("infer", "--root", str(om_run / "run"), "--index", "1", "--batch-size", "4", "--backend", "ais_bench",
                      "--device", "npu")  # fmt: skip
     assert result.returncode == 2 and "run in the Ascend jobs image" in result.stderr
 
 
 def test_a_batch_size_without_its_om_model(om_run):
-    result = run_cli("infer", "--run", str(om_run / "run"), "--index", "1", "--batch-size", "8", "--backend", "ais_bench",
+    result = run_cli("infer", "--root", str(om_run / "run"), "--index", "1", "--batch-size", "8", "--backend", "ais_bench",
                      "--device", "npu", env={"PYTHONPATH": str(SUPPORT / "fake_ais_bench")})  # fmt: skip
     assert result.returncode == 2 and "no Ascend model for batch size 8" in result.stderr

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import TINY_MODEL, manifest, run_cli, write_manifest
+from builders import TINY_MODEL, tiny, write
+from conftest import run_cli
 
 
 def assert_clean_failure(result, *fragments):
@@ -15,15 +16,15 @@ def assert_clean_failure(result, *fragments):
 
 def shard(tmp_path, images, labels, shards=1, index=0):
     return run_cli(
-        "shard", "--run", str(tmp_path / "run"), "--images", str(images), "--labels", str(labels),
+        "shard", "--root", str(tmp_path / "run"), "--images", str(images), "--labels", str(labels),
         "--model", TINY_MODEL, "--shards", str(shards), "--index", str(index),
     )  # fmt: skip
 
 
 def test_manifest_with_wrong_fields(tmp_path):
-    data = manifest("bad", "imgs", "labels.txt", "w.pth", tmp_path, inference={"batchSize": 4, "backend": "tpu"})
+    data = tiny("bad", "imgs", "labels.txt", "w.pth", tmp_path, inference={"batchSize": 4, "backend": "tpu"})
     data["spec"]["dataset"]["shards"] = -1
-    result = run_cli("run", str(write_manifest(tmp_path / "bad.yaml", data)), "--local", "--workdir", str(tmp_path))
+    result = run_cli("run", str(write(tmp_path / "bad.yaml", data)), "--local", "--workdir", str(tmp_path))
     assert_clean_failure(
         result,
         "bad.yaml is not a valid PnasEval",
@@ -34,8 +35,8 @@ def test_manifest_with_wrong_fields(tmp_path):
 
 
 def test_missing_labels_file_stops_the_run(sample_set, tmp_path):
-    data = manifest("nolabels", sample_set["images"], tmp_path / "missing.txt", sample_set["planted"].weights, tmp_path / "s")
-    result = run_cli("run", str(write_manifest(tmp_path / "m.yaml", data)), "--local", "--workdir", str(tmp_path), "--quiet")
+    data = tiny("nolabels", sample_set["images"], tmp_path / "missing.txt", sample_set["planted"].weights, tmp_path / "s")
+    result = run_cli("run", str(write(tmp_path / "m.yaml", data)), "--local", "--workdir", str(tmp_path), "--quiet")
     assert result.returncode == 2
     assert "spec.dataset.labels:" in result.stderr and "missing.txt does not exist" in result.stderr
     assert "shard[0] failed (exit 2, 1 attempts)" in result.stderr and "run it again to resume" in result.stderr
@@ -61,19 +62,19 @@ def test_unreadable_labels_name_the_line(tmp_path, sample_set):
 
 
 def test_infer_before_the_model_exists(tmp_path):
-    result = run_cli("infer", "--run", str(tmp_path), "--index", "0", "--batch-size", "4")
+    result = run_cli("infer", "--root", str(tmp_path), "--index", "0", "--batch-size", "4")
     assert_clean_failure(result, "no converted model under", "run the convert stage first")
 
 
 def test_shard_index_comes_from_the_job_environment(tmp_path, sample_set):
     result = run_cli(
-        "shard", "--run", str(tmp_path / "run"), "--images", str(sample_set["images"]), "--labels",
+        "shard", "--root", str(tmp_path / "run"), "--images", str(sample_set["images"]), "--labels",
         str(sample_set["labels"]), "--model", TINY_MODEL, "--shards", "4", env={"JOB_COMPLETION_INDEX": "3"},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "run" / "shards" / "shard-00003.json").exists()
     assert_clean_failure(
-        run_cli("infer", "--run", str(tmp_path), "--batch-size", "4", env={"JOB_COMPLETION_INDEX": ""}),
+        run_cli("infer", "--root", str(tmp_path), "--batch-size", "4", env={"JOB_COMPLETION_INDEX": ""}),
         "no shard index: pass --index or set JOB_COMPLETION_INDEX",
     )
 

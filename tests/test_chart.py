@@ -58,8 +58,7 @@ SCENARIOS: dict[str, dict] = {
         "jobs": {
             "serviceAccount": {"name": "evaluator", "annotations": {"iam.example/role": "s3-reader"}},
             "ttlSecondsAfterFinished": 1000000,
-            "backoffLimit": 0,
-            "backoffLimitPerIndex": 5,
+            "retries": 5,
             "ascendDriverPath": "/opt/Ascend/driver",
             "scratchSize": "100Gi",
             "runAsUser": 2000,
@@ -337,7 +336,7 @@ def test_values_reach_the_jobs_through_the_operator_settings(scenario):
     assert jobs.ascend_image == "{repository}:{tag}".format(**merged["ascendImage"])
     assert jobs.image_pull_policy == merged["imagePullPolicy"]
     assert jobs.job_ttl_seconds == merged["ttlSecondsAfterFinished"]
-    assert (jobs.backoff_limit, jobs.backoff_limit_per_index) == (merged["backoffLimit"], merged["backoffLimitPerIndex"])
+    assert jobs.retries == merged["retries"]
     assert (jobs.ascend_driver_path, jobs.scratch_size) == (merged["ascendDriverPath"], merged["scratchSize"])
     assert (jobs.run_as_user, jobs.run_as_group) == (merged["runAsUser"], merged["runAsGroup"])
     resources = merged["resources"]
@@ -431,7 +430,7 @@ def test_no_credential_outside_a_secret(scenario):
     [
         ({"bogus": 1}, "", "additional properties 'bogus' not allowed"),
         ({"operator": {"imageTag": "x"}}, "/operator", "additional properties 'imageTag' not allowed"),
-        ({"jobs": {"backoffLimit": "two"}}, "/jobs/backoffLimit", "want integer"),
+        ({"jobs": {"retries": "two"}}, "/jobs/retries", "want integer"),
         ({"operator": {"reconcileInterval": 0}}, "/operator/reconcileInterval", "exclusiveMinimum"),
         ({"operator": {"image": {"repository": ""}}}, "/operator/image/repository", "minLength"),
         ({"jobs": {"ascendImage": {"tag": ""}}}, "/jobs/ascendImage/tag", "minLength"),
@@ -516,7 +515,7 @@ def test_operator_jobs_for_the_examples_are_valid_and_restricted(example):
     manifest = load_manifest(example)
     assert cluster_problems(manifest) == []
     settings = settings_from(operator_deployment(objects("default"))).job_settings()
-    plan = make_plan(manifest, manifest.spec.storage.uri)
+    plan = make_plan(manifest, manifest.spec.storage.uri, summary_file=manifests.TERMINATION_LOG)
     owner = manifests.Owner(manifest.metadata.name, NAMESPACE, str(uuid.uuid4()))
     jobs = manifests.jobs_for_plan(plan, manifest.spec, owner, settings)
     jobs.append(manifests.cleanup_job(plan, manifest.spec, owner, settings))
@@ -527,7 +526,8 @@ def test_operator_jobs_for_the_examples_are_valid_and_restricted(example):
         check_env_has_no_literal_credentials(pod, job["metadata"]["name"])
         assert pod["serviceAccountName"] == f"{RELEASE}-jobs"
         assert pod["containers"][0]["image"] in (settings.jobs_image, settings.ascend_image)
-        refs = {e["valueFrom"]["secretKeyRef"]["name"] for e in pod["containers"][0]["env"] if "valueFrom" in e}
+        env = pod["containers"][0]["env"]
+        refs = {e["valueFrom"]["secretKeyRef"]["name"] for e in env if "secretKeyRef" in e.get("valueFrom", {})}
         assert refs == {manifest.spec.storage.credentials_secret}
 
 

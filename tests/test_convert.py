@@ -8,7 +8,9 @@ import stat
 import pytest
 import torch
 
-from conftest import TINY_MODEL, run_cli
+from builders import TINY_MODEL
+from conftest import run_cli
+from pnas_jobs.params import ConvertParams, ShardParams
 from pnas_jobs import layout, records
 from pnas_jobs.errors import UserError
 from pnas_jobs.stages import convert
@@ -17,7 +19,7 @@ from pnas_jobs.stages import convert
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory):
     root = tmp_path_factory.mktemp("convert")
-    return root, convert.run(str(root), TINY_MODEL, "random")
+    return root, convert.main(ConvertParams(root=str(root), model=TINY_MODEL, weights="random"))
 
 
 def test_onnx_and_simplified_onnx_agree_with_pytorch(converted):
@@ -42,7 +44,7 @@ def test_model_is_one_self_contained_file_with_the_seed_interface(converted):
 
 def test_done_conversion_is_not_redone(converted):
     root, record = converted
-    again = convert.run(str(root), TINY_MODEL, "random")
+    again = convert.main(ConvertParams(root=str(root), model=TINY_MODEL, weights="random"))
     assert again == json.loads((root / layout.CONVERT_RECORD).read_text()) and again["timings"] == record["timings"]
 
 
@@ -54,9 +56,9 @@ def test_weights_rewritten_in_place_are_converted_again(tmp_path):
     for seed in (1, 2):
         torch.manual_seed(seed)
         torch.save(timm.create_model(TINY_MODEL).state_dict(), weights)
-        record = convert.run(run, TINY_MODEL, str(weights))
+        record = convert.main(ConvertParams(root=run, model=TINY_MODEL, weights=str(weights)))
         assert record["weights"]["sha256"] == record["inputs"]["weights_sha256"] == records.sha256_file(weights)
-    assert convert.run(run, TINY_MODEL, str(weights))["timings"] == record["timings"]  # unchanged: skipped
+    assert convert.main(ConvertParams(root=run, model=TINY_MODEL, weights=str(weights)))["timings"] == record["timings"]  # unchanged: skipped
 
 
 def test_an_old_1001_class_checkpoint_gets_its_label_offset(tmp_path):
@@ -65,7 +67,7 @@ def test_an_old_1001_class_checkpoint_gets_its_label_offset(tmp_path):
     model = timm.create_model(TINY_MODEL, num_classes=1001)
     weights = tmp_path / "cadene-style.pth"
     torch.save({"state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}}, weights)
-    record = convert.run(str(tmp_path / "run"), TINY_MODEL, str(weights))
+    record = convert.main(ConvertParams(root=str(tmp_path / "run"), model=TINY_MODEL, weights=str(weights)))
     assert (record["num_classes"], record["label_offset"]) == (1001, 1)
     assert len(record["weights"]["sha256"]) == 64
 
@@ -74,27 +76,27 @@ def test_weights_that_do_not_fit_say_so(tmp_path):
     weights = tmp_path / "other.pth"
     torch.save({"conv.weight": torch.zeros(3)}, weights)
     with pytest.raises(UserError, match="does not fit test_efficientnet"):
-        convert.run(str(tmp_path / "run"), TINY_MODEL, str(weights))
+        convert.main(ConvertParams(root=str(tmp_path / "run"), model=TINY_MODEL, weights=str(weights)))
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match="cannot read .* as a PyTorch state dict"):
-        convert.run(str(tmp_path / "run"), TINY_MODEL, str(garbage))
+        convert.main(ConvertParams(root=str(tmp_path / "run"), model=TINY_MODEL, weights=str(garbage)))
     with pytest.raises(UserError, match="does not exist"):
-        convert.run(str(tmp_path / "run"), TINY_MODEL, str(tmp_path / "missing.pth"))
+        convert.main(ConvertParams(root=str(tmp_path / "run"), model=TINY_MODEL, weights=str(tmp_path / "missing.pth")))
 
 
 def test_unknown_model_and_offline_hub_give_one_line_errors(tmp_path):
-    result = run_cli("convert", "--run", str(tmp_path), "--model", "no_such_net", "--weights", "random")
+    result = run_cli("convert", "--root", str(tmp_path), "--model", "no_such_net", "--weights", "random")
     assert result.returncode == 2 and "is not a timm model" in result.stderr and "Traceback" not in result.stderr
     offline = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "TORCH_HOME": str(tmp_path / "torch")}
-    result = run_cli("convert", "--run", str(tmp_path), "--model", TINY_MODEL, "--weights", "timm", env=offline)
+    result = run_cli("convert", "--root", str(tmp_path), "--model", TINY_MODEL, "--weights", "timm", env=offline)
     assert result.returncode == 2 and "cannot load pretrained weights" in result.stderr
     assert "spec.model.weights" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_om_target_without_atc_prints_the_commands(tmp_path):
     with pytest.raises(UserError, match="needs Ascend's ATC") as caught:
-        convert.run(str(tmp_path), TINY_MODEL, "random", target="om", batch_sizes=(1, 4))
+        convert.main(ConvertParams(root=str(tmp_path), model=TINY_MODEL, weights="random", target="om", batch_sizes=(1, 4)))
     text = str(caught.value)
     assert "--input_shape=image:4,3,160,160" in text and "--soc_version=Ascend310P3" in text
 
@@ -112,7 +114,7 @@ def test_om_target_with_a_stand_in_atc(tmp_path, monkeypatch):
     atc.chmod(atc.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("ATC_LOG", str(tmp_path / "atc.log"))
-    record = convert.run(str(tmp_path / "run"), TINY_MODEL, "random", target="om", batch_sizes=(1, 4), soc_version="Ascend910B")
+    record = convert.main(ConvertParams(root=str(tmp_path / "run"), model=TINY_MODEL, weights="random", target="om", batch_sizes=(1, 4), soc_version="Ascend910B"))
     assert sorted(record["om"]) == ["1", "4"]
     assert (tmp_path / "run" / layout.om_model(4)).read_bytes() == b"om"
     calls = (tmp_path / "atc.log").read_text().splitlines()
@@ -124,7 +126,7 @@ def test_om_target_with_a_stand_in_atc(tmp_path, monkeypatch):
 
 def test_a_parity_failure_fails_the_stage(tmp_path):
     result = run_cli(
-        "convert", "--run", str(tmp_path), "--model", TINY_MODEL, "--weights", "random", "--parity-tolerance", "1e-12"
+        "convert", "--root", str(tmp_path), "--model", TINY_MODEL, "--weights", "random", "--parity-tolerance", "1e-12"
     )
     assert result.returncode == 2 and "ONNX disagrees with PyTorch" in result.stderr
     assert not (tmp_path / layout.CONVERT_RECORD).exists()

@@ -30,7 +30,9 @@ def structural_problems(schema, path="") -> list[str]:
     problems = []
     if not isinstance(schema, dict):
         return problems
-    if "$ref" in schema or "anyOf" in schema or "oneOf" in schema:
+    # the one anyOf Kubernetes allows: x-kubernetes-int-or-string's own pair of types (as for resource.Quantity)
+    int_or_string = schema.get("x-kubernetes-int-or-string") and schema.get("anyOf") == [{"type": "integer"}, {"type": "string"}]
+    if "$ref" in schema or "oneOf" in schema or ("anyOf" in schema and not int_or_string):
         problems.append(f"{path}: $ref/anyOf/oneOf")
     if "type" not in schema and not schema.get("x-kubernetes-int-or-string") and not schema.get(
         "x-kubernetes-preserve-unknown-fields"
@@ -69,7 +71,8 @@ def test_defaults_enums_and_bounds_are_in_the_schema():
     assert inference["batchSizes"]["items"] == {"maximum": 64, "minimum": 1, "type": "integer"}
     assert inference["batchSizes"]["x-kubernetes-list-type"] == "set"
     assert inference["resources"]["additionalProperties"]["x-kubernetes-int-or-string"] is True
-    assert inference["tolerations"]["items"]["x-kubernetes-preserve-unknown-fields"] is True
+    toleration = inference["tolerations"]["items"]["properties"]
+    assert toleration["operator"]["enum"] == ["Exists", "Equal"] and "tolerationSeconds" in toleration
     assert spec["properties"]["dataset"]["properties"]["shards"]["minimum"] == 1
     assert spec["required"] == ["dataset"] and spec["properties"]["model"]["default"] == {}
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from conftest import TINY_MODEL, write_manifest
+from builders import TINY_MODEL, write
 
 
 def test_demo_without_storage_uri_reruns_on_new_images(tmp_path):
     """No spec.storage.uri: the run lands in ./demo. A second demo with other images regenerates the
     weights at the same path; the conversion must follow them, not reuse the first model."""
-    spec = write_manifest(tmp_path / "demo.yaml", {
+    spec = write(tmp_path / "demo.yaml", {
         "apiVersion": "pnaseval.io/v1alpha1", "kind": "PnasEval", "metadata": {"name": "tiny-demo", "namespace": "local"},
         "spec": {
             "model": {"name": TINY_MODEL, "weights": "files/planted.pth"},

@@ -15,8 +15,9 @@ import pytest
 import yaml
 
 from pnas_jobs import crd
-from pnas_jobs.plan import cluster_problems
-from pnas_jobs.spec import ASCEND_RESOURCE, GPU_RESOURCE, load_manifest
+from pnas_jobs.accelerators import NVIDIA_GPU
+from pnas_jobs.plan import cluster_problems, inference_placement
+from pnas_jobs.spec import load_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
@@ -126,19 +127,20 @@ def test_seed_example_is_the_seed_evaluation():
     assert spec.inference.batch_sizes == [1, 4, 8, 16, 32, 64]  # the seed's table
     assert (spec.dataset.images, spec.dataset.labels) == ("s3://datasets/imagenet/val/", "s3://datasets/imagenet/val_label.txt")
     assert (spec.dataset.shards, spec.inference.parallelism) == (16, 8)
-    assert spec.inference.resources == {ASCEND_RESOURCE: 1}
-    assert spec.inference.node_selector == {"accelerator": "huawei-Ascend310P"}
+    placement = inference_placement(spec)
+    assert placement.resources == {"huawei.com/Ascend310P": 1}
+    assert placement.node_selector["accelerator"] == "huawei-Ascend310P"
     assert (spec.storage.uri, spec.storage.endpoint) == ("s3://pnas-eval/runs", "minio.minio.svc:9000")
 
 
 def test_cpu_and_gpu_examples_use_onnxruntime():
     cpu = load_manifest(REPO / "examples" / "cpu.yaml").spec
-    assert (cpu.convert.target, cpu.inference.backend, cpu.inference.resolved_device) == ("onnx", "onnxruntime", "cpu")
-    assert not any("/" in k for k in cpu.inference.resolved_resources)  # no accelerator
+    assert (cpu.convert.target, cpu.inference.backend, cpu.inference.device) == ("onnx", "onnxruntime", "cpu")
+    assert not any("/" in k for k in inference_placement(cpu).resources)  # no accelerator
     gpu = load_manifest(REPO / "examples" / "gpu.yaml").spec
     assert (gpu.convert.target, gpu.inference.backend) == ("onnx", "onnxruntime")
-    assert gpu.inference.resolved_device in ("cuda", "tensorrt")
-    assert gpu.inference.resolved_resources == {GPU_RESOURCE: 1}
+    assert gpu.inference.device in ("cuda", "tensorrt")
+    assert inference_placement(gpu).resources == {NVIDIA_GPU: 1}
 
 
 @pytest.mark.parametrize("path", CLUSTER, ids=ids)

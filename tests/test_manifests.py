@@ -9,12 +9,13 @@ from builders import ascend, planned, pnaseval
 from pnas_operator import manifests
 from pnas_operator.manifests import JobSettings, Owner
 
+CHIP_310P3 = {"accelerator": "huawei-Ascend310P", "node.kubernetes.io/npu.chip.name": "310P3"}
 OWNER = Owner("eval", "ml", "1b4e28ba-2fa1-11d2-883f-0016d3cca427")
 
 
 def jobs(data, settings=JobSettings()):
-    manifest, plan = planned(data)
-    return {j["metadata"]["labels"]["pnaseval.io/step"]: j for j in manifests.jobs_for_plan(plan, manifest.spec, OWNER, settings)}
+    pnaseval_, plan = planned(data, summary_file=manifests.TERMINATION_LOG)
+    return {j["metadata"]["labels"]["pnaseval.io/step"]: j for j in manifests.jobs_for_plan(plan, pnaseval_.spec, OWNER, settings)}
 
 
 def pod(job):
@@ -43,7 +44,7 @@ def test_long_names_stay_valid_and_distinct():
 
 
 def test_inference_is_an_indexed_job_with_per_index_retries():
-    job = jobs(pnaseval(inference={"parallelism": 3}), JobSettings(backoff_limit_per_index=5))["infer-bs4"]
+    job = jobs(pnaseval(inference={"parallelism": 3}), JobSettings(retries=5))["infer-bs4"]
     spec = job["spec"]
     assert (spec["completionMode"], spec["completions"], spec["parallelism"], spec["backoffLimitPerIndex"]) == ("Indexed", 4, 3, 5)
     assert "backoffLimit" not in spec
@@ -58,7 +59,7 @@ def test_inference_is_an_indexed_job_with_per_index_retries():
     [
         (pnaseval(), {"memory": "16Gi"}, None, "jobs"),
         (pnaseval(inference={"device": "cuda"}), {"memory": "16Gi", "nvidia.com/gpu": "1"}, None, "jobs"),
-        (ascend(), {"memory": "16Gi", "huawei.com/Ascend310P": "1"}, {"accelerator": "huawei-Ascend310P"}, "ascend"),
+        (ascend(), {"memory": "16Gi", "huawei.com/Ascend310P": "1"}, CHIP_310P3, "ascend"),
         (
             ascend(inference={"resources": {"huawei.com/Ascend910": 2}, "nodeSelector": {"pool": "a910"},
                               "tolerations": [{"key": "npu", "operator": "Exists", "effect": "NoSchedule"}]}),
@@ -86,7 +87,7 @@ def test_inference_resources_follow_the_device(data, limits, selector, image):
 def test_cpu_stages_stay_off_accelerators():
     built = jobs(ascend())
     assert "nodeSelector" not in pod(built["shard"]) and "nodeSelector" not in pod(built["aggregate"])
-    assert pod(built["convert"])["nodeSelector"] == {"accelerator": "huawei-Ascend310P"}  # ATC lives on Ascend nodes
+    assert pod(built["convert"])["nodeSelector"] == CHIP_310P3  # ATC lives on the chip's nodes
     assert "huawei.com/Ascend310P" not in pod(built["convert"])["containers"][0]["resources"]["limits"]
 
 
@@ -138,7 +139,7 @@ def test_cleanup_job_outlives_its_owner():
     manifest, plan = planned(data)
     job = manifests.cleanup_job(plan, manifest.spec, OWNER, JobSettings())
     assert "ownerReferences" not in job["metadata"]
-    assert pod(job)["containers"][0]["command"] == ["pnas-eval", "cleanup", "--run", "s3://pnas-eval/runs/ml/eval"]
+    assert pod(job)["containers"][0]["command"] == ["pnas-eval", "cleanup", "--root", "s3://pnas-eval/runs/ml/eval"]
 
 
 def test_pods_mount_no_api_token():

@@ -12,7 +12,8 @@ import tarfile
 
 import pytest
 
-from conftest import manifest, run_cli, write_manifest
+from builders import tiny, write
+from conftest import run_cli
 from pnas_jobs import layout, metric
 
 
@@ -28,8 +29,8 @@ def completed_run(sample_set, tmp_path_factory):
     labels.write_text(
         sample_set["labels"].read_text() + "ILSVRC2012_val_00000900.JPEG 7\nILSVRC2012_val_00000999.JPEG 3\n"
     )
-    spec = write_manifest(
-        root / "pnaseval.yaml", manifest("tiny", images, labels, sample_set["planted"].weights, root / "store")
+    spec = write(
+        root / "pnaseval.yaml", tiny("tiny", images, labels, sample_set["planted"].weights, root / "store")
     )
     first = run_cli("run", str(spec), "--local", "--workdir", str(root / "work"), "--workers", "2", check=True)
     run_root = root / "store" / "test" / "tiny"
@@ -64,8 +65,9 @@ def test_report_has_counts_checksums_and_timings(completed_run):
     for result in report["results"]:
         assert result["images"] == 24 and result["classes"] == 1000
         timing = result["timing"]
-        assert timing["throughput"] > 0 and timing["end_to_end_images_per_s"] > 0
-        assert timing["batches"] == sum(-(-n // result["batch_size"]) for n in (9, 9, 6))
+        assert timing["throughput"] > 0 and timing["endToEnd"] > 0
+        assert timing["batches"] == sum(-(-n // result["batchSize"]) for n in (9, 9, 6))
+        assert result["throughput"] == round(timing["throughput"], 2) and result["json"] == f"result_bs{result['batchSize']}.json"
     assert report["timings"]["aggregate_s"] > 0
 
 
@@ -115,7 +117,7 @@ def test_a_missing_shard_blocks_publication(completed_run, tmp_path):
     (copy / layout.result_marker(4, 1)).unlink()
     (copy / layout.accuracy_json(4)).unlink()
     result = run_cli(
-        "aggregate", "--run", str(copy), "--labels", str(completed_run["labels"]), "--batch-sizes", "1,4", "--shards", "3"
+        "aggregate", "--root", str(copy), "--labels", str(completed_run["labels"]), "--batch-sizes", "1,4", "--shards", "3"
     )
     assert result.returncode == 2
     assert "missing for shards [1]" in result.stderr and "Traceback" not in result.stderr
@@ -128,7 +130,7 @@ def test_the_aggregate_summary_fits_a_termination_message(completed_run, tmp_pat
     copy = tmp_path / "a-run-folder-with-a-rather-long-name-to-make-the-uri-long"
     shutil.copytree(completed_run["run"], copy)
     summary = tmp_path / "termination-log"
-    result = run_cli("aggregate", "--run", str(copy), "--labels", str(completed_run["labels"]),
+    result = run_cli("aggregate", "--root", str(copy), "--labels", str(completed_run["labels"]),
                      "--batch-sizes", "1,4", "--shards", "3", "--summary-file", str(summary))  # fmt: skip
     assert result.returncode == 0, result.stderr
     text = summary.read_text()

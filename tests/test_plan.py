@@ -1,11 +1,15 @@
-"""The planner is pure: the same PnasEval always gives the same steps, in the documented order."""
+"""The planner is pure: the same PnasEval always gives the same steps, in the documented order,
+and each step's command is its parameters' serialisation, which the CLI parses back unchanged."""
 from __future__ import annotations
 
 import pytest
 
 from builders import ascend, planned, pnaseval
+from pnas_jobs.cli import cli_model
+from pnas_jobs.params import STAGES
 from pnas_jobs.plan import cluster_problems
 from pnas_jobs.spec import parse_manifest
+from pydantic_settings import CliApp, get_subcommand
 
 
 def test_steps_and_dependencies():
@@ -18,29 +22,49 @@ def test_steps_and_dependencies():
     assert plan.env == {"PNAS_STORAGE_ENDPOINT": "minio.minio.svc:9000", "PNAS_STORAGE_SECURE": "false"}
 
 
-def test_commands_carry_the_spec():
+def test_parameters_carry_the_spec():
     _, plan = planned(pnaseval(model={"weights": "s3://models/p.pth"}, dataset={"limit": 100, "preprocess": {"cropPct": 0.9}}))
     convert, shard, infer, aggregate = plan.steps
-    assert convert.command[:2] == ["pnas-eval", "convert"] and "s3://models/p.pth" in convert.args
-    assert "--index" not in shard.args  # from JOB_COMPLETION_INDEX
-    assert shard.args[shard.args.index("--preprocess") + 1] == '{"crop_pct": 0.9}'
-    assert infer.args[-4:] == ("--backend", "onnxruntime", "--device", "cpu") and infer.accelerator
-    assert aggregate.args[-2:] == ("--limit", "100")
-    assert "--input-size" not in convert.args  # the model's own
+    assert convert.command[:2] == ["pnas-eval", "convert"] and convert.params.weights == "s3://models/p.pth"
+    assert shard.params.index is None and "--index" not in shard.command  # from JOB_COMPLETION_INDEX
+    assert shard.command[shard.command.index("--preprocess") + 1] == '{"cropPct": 0.9}'
+    assert (infer.params.backend, infer.params.device, infer.placement.resources) == ("onnxruntime", "cpu", {})
+    assert aggregate.params.limit == 100 and aggregate.params.summary_file is None
+    assert convert.params.input_size is None and "--input-size" not in convert.command  # the model's own
+
+
+@pytest.mark.parametrize("data", [pnaseval(inference={"batchSizes": [1, 4]}), ascend(dataset={"preprocess": {"inputSize": 160}})])
+def test_every_command_parses_back_to_its_parameters(data):
+    """The Job command and the local command are the serialisation; the CLI must read back the same model."""
+    for force in (False, True):
+        _, plan = planned(data, force=force, summary_file="/dev/termination-log")
+        for step in plan.steps:
+            parsed = get_subcommand(CliApp.run(cli_model(), cli_args=step.command[1:], cli_cmd_method_name="_none"))
+            assert parsed == step.params, step.name
+            assert type(parsed) is STAGES[step.stage]
+
+
+def test_force_and_the_summary_file_are_decided_by_the_planner():
+    _, plan = planned(pnaseval(), force=True, summary_file="/dev/termination-log")
+    assert ["--force" in s.command for s in plan.steps] == [True, True, True, False]  # aggregate always scores
+    assert plan.summary_step.params.summary_file == "/dev/termination-log"
 
 
 def test_an_input_size_override_reaches_both_convert_and_shard():
     _, plan = planned(pnaseval(dataset={"preprocess": {"inputSize": 160}}))
     convert, shard = plan.steps[:2]
-    assert convert.args[convert.args.index("--input-size") + 1] == "160"
-    assert shard.args[shard.args.index("--preprocess") + 1] == '{"input_size": 160}'
+    assert convert.params.input_size == 160 and shard.params.preprocess.input_size == 160
 
 
-def test_ascend_steps_need_the_ascend_image():
+def test_ascend_steps_run_in_the_ascend_image_on_the_chip_nodes():
     _, plan = planned(ascend(inference={"batchSizes": [4]}))
-    assert [(s.name, s.ascend, s.accelerator) for s in plan.steps] == [
-        ("convert", True, False), ("shard", False, False), ("infer-bs4", True, True), ("aggregate", False, False)
-    ]
+    assert [(s.name, s.image) for s in plan.steps] == [
+        ("convert", "ascend"), ("shard", "jobs"), ("infer-bs4", "ascend"), ("aggregate", "jobs")
+    ]  # fmt: skip
+    convert, shard, infer, aggregate = plan.steps
+    assert convert.placement.resources == {} and convert.placement.node_selector == infer.placement.node_selector
+    assert infer.placement.resources == {"huawei.com/Ascend310P": 1}
+    assert shard.placement is None and aggregate.placement is None
 
 
 def test_same_input_same_plan():

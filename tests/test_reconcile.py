@@ -50,7 +50,7 @@ def body() -> dict:
 @pytest.mark.parametrize("api", [422], indirect=True)
 def test_a_job_the_api_server_refuses_fails_the_run_and_says_why(api):
     outcome = reconcile.reconcile(body(), OperatorSettings(), when="2026-11-30T00:00:00Z")
-    status = outcome.status
+    status = outcome.status.dump()
     assert status["phase"] == "Failed" and api.created == ["eval-convert"]  # no more tries after a refusal
     assert "refused Job eval-convert (convert): HTTP 422: spec.template.spec.tolerations[0].operator" in status["message"]
     assert status["conditions"][0]["reason"] == "JobRejected" and outcome.events[0][:2] == ("Warning", "JobRejected")
@@ -59,7 +59,7 @@ def test_a_job_the_api_server_refuses_fails_the_run_and_says_why(api):
 @pytest.mark.parametrize("api", [201, 409], indirect=True)
 def test_created_or_already_there_is_progress(api):
     outcome = reconcile.reconcile(body(), OperatorSettings(), when="2026-11-30T00:00:00Z")
-    assert outcome.status["phase"] == "Pending" and api.created == ["eval-convert", "eval-shard"]
+    assert outcome.status.phase == "Pending" and api.created == ["eval-convert", "eval-shard"]
 
 
 @pytest.mark.parametrize("api", [500, 403], indirect=True)

@@ -12,7 +12,8 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import TINY_MODEL
+from builders import TINY_MODEL
+from pnas_jobs.params import ShardParams
 from pnas_jobs import layout, transform
 from pnas_jobs.stages import shard
 
@@ -29,7 +30,7 @@ def test_failed_images_between_good_ones_leave_the_rest_in_order(sample_set, tmp
         path = images / f"{name}.JPEG"
         path.write_bytes(path.read_bytes()[:200])
 
-    manifest = shard.run(str(tmp_path / "run"), str(images), str(sample_set["labels"]), TINY_MODEL, 1, 0, workers=workers)
+    manifest = shard.main(ShardParams(root=str(tmp_path / "run"), images=str(images), labels=str(sample_set["labels"]), model=TINY_MODEL, shards=1, index=0, workers=workers))
 
     good = [name for name in names if name not in broken]
     assert manifest["images"] == good

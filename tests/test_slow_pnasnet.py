@@ -6,7 +6,9 @@ import json
 
 import pytest
 
-from conftest import manifest, run_cli, write_manifest
+from builders import tiny, write
+from conftest import run_cli
+from pnas_jobs.params import ConvertParams, ShardParams
 from pnas_jobs import demo, layout, metric
 from pnas_jobs.stages import convert
 
@@ -23,7 +25,7 @@ def planted(tmp_path_factory):
 def test_export_and_onnxsim_agree_with_pytorch(planted):
     root, weights = planted
     run = root / "store" / "test" / "pnasnet"  # the next test's run: its convert step finds this export done
-    record = convert.run(str(run), MODEL, str(weights.weights))
+    record = convert.main(ConvertParams(root=str(run), model=MODEL, weights=str(weights.weights)))
     for variant in ("onnx", "onnx_simplified"):
         assert record["parity"][variant]["max_abs_diff"] <= 1e-4, record["parity"]
     assert record["num_classes"] == 1000 and record["input_size"] == 331
@@ -33,10 +35,10 @@ def test_export_and_onnxsim_agree_with_pytorch(planted):
 
 def test_planted_evaluation_is_exact(planted, tmp_path):
     root, weights = planted
-    spec = manifest("pnasnet", root / "images", root / "val_label.txt", weights.weights, root / "store",
+    spec = tiny("pnasnet", root / "images", root / "val_label.txt", weights.weights, root / "store",
                     inference={"batchSizes": [4]}, dataset={"shards": 2})  # fmt: skip
     spec["spec"]["model"]["name"] = MODEL
-    result = run_cli("run", str(write_manifest(tmp_path / "spec.yaml", spec)), "--local", "--workdir", str(tmp_path), "--quiet")
+    result = run_cli("run", str(write(tmp_path / "spec.yaml", spec)), "--local", "--workdir", str(tmp_path), "--quiet")
     assert result.returncode == 0, result.stderr[-3000:]
     run = root / "store" / "test" / "pnasnet"
     assert (run / layout.accuracy_json(4)).read_text() == metric.seed_json(weights.table())

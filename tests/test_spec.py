@@ -3,14 +3,16 @@ from __future__ import annotations
 
 import pytest
 
+from builders import pnaseval
 from pnas_jobs import rules
 from pnas_jobs.spec import SpecError, load_manifest, parse_manifest
 
 
-def manifest(**spec) -> dict:
-    base = {"dataset": {"images": "s3://d/val/", "labels": "s3://d/val_label.txt"}}
-    base.update(spec)
-    return {"apiVersion": "pnaseval.io/v1alpha1", "kind": "PnasEval", "metadata": {"name": "e1", "namespace": "ml"}, "spec": base}
+LOCAL = {"dataset": {"images": "s3://d/val/", "labels": "s3://d/val_label.txt"}}
+
+
+def manifest(**sections) -> dict:
+    return pnaseval("e1", base=LOCAL, **sections)
 
 
 def problems(data) -> list[str]:
@@ -23,25 +25,33 @@ def test_defaults_follow_the_contract():
     spec = parse_manifest(manifest()).spec
     assert (spec.model.name, spec.model.weights, spec.model.opset) == ("pnasnet5large", "timm", 11)
     assert (spec.convert.target, spec.dataset.shards, spec.inference.batch_sizes) == ("onnx", 16, [4])
-    assert spec.inference.resolved_device == "cpu" and spec.inference.resolved_resources == {}
+    assert (spec.inference.backend, spec.inference.device) == ("onnxruntime", None)
     assert spec.storage.credentials_secret == "minio-credentials" and spec.cleanup is False
+    assert spec.scheduling.pending_deadline_seconds == 900 and spec.scheduling.queue_name is None
 
 
 @pytest.mark.parametrize(
-    "inference, device, resources, selector",
+    "sections, message",
     [
-        ({"backend": "ais_bench"}, "npu", {"huawei.com/Ascend310P": 1}, {"accelerator": "huawei-Ascend310P"}),
-        ({"device": "cuda"}, "cuda", {"nvidia.com/gpu": 1}, {}),
-        ({"device": "tensorrt", "resources": {"nvidia.com/gpu": 2}}, "tensorrt", {"nvidia.com/gpu": 2}, {}),
-        ({"backend": "ais_bench", "nodeSelector": {"pool": "npu"}}, "npu", {"huawei.com/Ascend310P": 1}, {"pool": "npu"}),
+        ({"dataset": {"images": "x", "labels": "y", "shards": "3"}}, "spec.dataset.shards: Input should be a valid integer"),
+        ({"model": {"opset": 11.0}}, "spec.model.opset: Input should be a valid integer"),
+        ({"inference": {"batch_sizes": [1]}}, "spec.inference.batch_sizes: unknown field"),
+        ({"inference": {"resources": {"cpu": "two"}}}, "spec.inference.resources.cpu: String should match pattern"),
+        ({"inference": {"tolerations": [{"operator": "Sometimes"}]}}, "spec.inference.tolerations[0].operator"),
+        ({"inference": {"nodeSelector": {"bad key!": "x"}}}, "spec.inference.nodeSelector.bad key!"),
+        ({"convert": {"socVersion": "Ascend999"}}, "spec.convert.socVersion: String should match pattern"),
     ],
-)
-def test_device_defaults_follow_the_backend(inference, device, resources, selector):
-    convert = {"target": "om"} if inference.get("backend") == "ais_bench" else {}
-    spec = parse_manifest(manifest(inference=inference, convert=convert)).spec
-    assert spec.inference.resolved_device == device
-    assert spec.inference.resolved_resources == resources
-    assert spec.inference.resolved_node_selector == selector
+)  # fmt: skip
+def test_what_the_api_server_refuses_is_refused_here(sections, message):
+    """The CRD's schema is strict (camelCase, no coercion, Kubernetes formats): a local run must be too."""
+    assert any(p.startswith(message) for p in problems(manifest(**sections))), problems(manifest(**sections))
+
+
+@pytest.mark.parametrize("namespace", ["../../x", "UPPER", "a" * 64, ""])
+def test_namespaces_are_kubernetes_names(namespace):
+    data = manifest()
+    data["metadata"]["namespace"] = namespace
+    assert any(p.startswith("metadata.namespace") for p in problems(data))
 
 
 def test_every_problem_is_reported_with_its_field():

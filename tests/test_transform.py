@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pnas_jobs.params import ShardParams
 from pnas_jobs import layout, records, transform
 from pnas_jobs.stages import infer, shard
 from pnas_jobs.storage import open_store
@@ -50,7 +51,7 @@ def test_stored_shard_matches_timm_eval_transform(files, model, tmp_path):
     from timm.data import create_transform, resolve_data_config
 
     folder, labels = files
-    manifest = shard.run(str(tmp_path), str(folder), str(labels), model, shards=1, index=0)
+    manifest = shard.main(ShardParams(root=str(tmp_path), images=str(folder), labels=str(labels), model=model, shards=1, index=0))
     assert manifest["failed"] == [] and len(manifest["images"]) == len(CASES)
     store = open_store(tmp_path)
     pixels = infer.load_pixels(store, manifest, tmp_path)
@@ -78,7 +79,7 @@ def test_spec_overrides_win_over_timm():
 
 def test_a_truncated_shard_is_detected_by_its_checksum(files, tmp_path):
     folder, labels = files
-    manifest = shard.run(str(tmp_path), str(folder), str(labels), "test_efficientnet", shards=1, index=0)
+    manifest = shard.main(ShardParams(root=str(tmp_path), images=str(folder), labels=str(labels), model="test_efficientnet", shards=1, index=0))
     path = tmp_path / layout.shard_pixels(0)
     path.write_bytes(path.read_bytes()[:-100])
     with pytest.raises(infer.ShardCorrupt, match="corrupt"):

@@ -33,11 +33,20 @@ def _structural(node: Any, defs: dict) -> Any:
         rest = {k: v for k, v in node.items() if k != "anyOf"}
         types = {o.get("type") for o in options}
         if types == {"integer", "string"}:
-            return {**_structural(rest, defs), "x-kubernetes-int-or-string": True}
+            # as controller-gen writes resource.Quantity: both types, the string's pattern on top
+            pattern = next((o["pattern"] for o in options if o.get("type") == "string" and "pattern" in o), None)
+            out = {**_structural(rest, defs), "anyOf": [{"type": "integer"}, {"type": "string"}], "x-kubernetes-int-or-string": True}
+            return {**out, "pattern": pattern} if pattern else out
         if len(options) == 1:
             return _structural({**options[0], **rest}, defs)
         raise ValueError(f"cannot express anyOf {node['anyOf']} in a structural schema")
     out: dict[str, Any] = {}
+    if "patternProperties" in node:  # a map with checked keys: structural schemas check keys with CEL
+        ((keys, values),) = node["patternProperties"].items()
+        node = {**{k: v for k, v in node.items() if k != "patternProperties"}, "additionalProperties": values}
+        out["x-kubernetes-validations"] = [
+            {"rule": f"self.all(k, k.matches(r'{keys}'))", "message": "keys must be Kubernetes label keys ([prefix/]name)"}
+        ]
     for key, value in node.items():
         if key in ("title", "$defs"):
             continue

@@ -138,9 +138,9 @@ def plant_sample(model: str, images: Path, labels_path: Path, weights: Path, cou
     return plant_head(model, crops_of(images, names, config), names, labels, default_ranks(names), weights, config)
 
 
-def prepare(manifest, count: int) -> Planted:
+def prepare(pnaseval, count: int) -> Planted:
     """Generate the images, labels and planted weights that a demo manifest names."""
-    spec = manifest.spec
+    spec = pnaseval.spec
     return plant_sample(
         spec.model.name, Path(spec.dataset.images), Path(spec.dataset.labels), Path(spec.model.weights), count
     )
@@ -148,28 +148,29 @@ def prepare(manifest, count: int) -> Planted:
 
 def main(spec_path: Path, count: int, workers: int) -> int:
     from pnas_jobs import layout, local, records
+    from pnas_jobs.report import Report
     from pnas_jobs.spec import load_manifest
     from pnas_jobs.storage import open_store
 
-    manifest = load_manifest(spec_path)
+    pnaseval = load_manifest(spec_path)
     print(
         "pnas-eval demo: no pretrained weights can be downloaded here, so the backbone is random and the\n"
         f"classifier head is planted on {count} generated images: each label sits at a known rank, so the\n"
         "expected Top1..Top5 are known in advance. This checks the pipeline, not the model's accuracy.",
         file=sys.stderr,
     )
-    planted = prepare(manifest, count)
-    workdir = Path(manifest.spec.storage.uri).parent if manifest.spec.storage.uri else Path("demo")
-    code = local.run(manifest, workdir, workers)
+    planted = prepare(pnaseval, count)
+    workdir = Path(pnaseval.spec.storage.uri).parent if pnaseval.spec.storage.uri else Path("demo")
+    code = local.evaluate(pnaseval, workdir, workers)
     if code:
         return code
-    meta = manifest.metadata
-    store = open_store(layout.root(local.storage_uri(manifest, workdir), meta.namespace, meta.name))
+    meta = pnaseval.metadata
+    store = open_store(layout.root(local.storage_uri(pnaseval, workdir), meta.namespace, meta.name))
     expected = metric.seed_json(planted.table())
-    report = records.read(store, layout.REPORT)
-    for result in report["results"]:
-        same = store.read_text(result["accuracy_json"]) == expected
+    report = Report.model_validate(records.read(store, layout.REPORT))
+    for result in report.results:
+        same = store.read_text(result.json_) == expected
         verdict = "matches the planted answer" if same else f"DIFFERS from the planted answer {expected}"
-        print(f"bs{result['batch_size']}: {verdict}")
+        print(f"bs{result.batch_size}: {verdict}")
         code = code or (0 if same else 1)
     return code

@@ -2,6 +2,7 @@
 
     model/model.onnx            simplified, self-contained ONNX (onnxruntime)
     model/model_bs<B>.om        Ascend models, one per batch size (target om)
+    model/state_dict.pth        the weights as exported (only for backends that run the PyTorch model)
     model/convert.json          conversion record: parity, checksums, label offset (written last)
     shards/shard-<i>.pixels     uint8 NHWC crops of shard i
     shards/shard-<i>.json       its manifest: names, labels, failures, checksum (written last)
@@ -22,6 +23,7 @@ def root(storage_uri: str, namespace: str, name: str) -> str:
 
 CONVERT_RECORD = "model/convert.json"
 ONNX_MODEL = "model/model.onnx"
+STATE_DICT = "model/state_dict.pth"
 REPORT = "report.json"
 
 

@@ -1,7 +1,7 @@
 """The planner: a PnasEval -> the steps that evaluate it. Pure: no I/O, no clock.
 
-The operator turns each step into a Kubernetes Job and the local runner into processes; both run
-the same `pnas-eval <stage> ...` command, so a stage's work is defined once.
+Each step carries its stage's typed parameters (params.py), so the command it runs is decided here
+and only here; the operator turns a step into a Kubernetes Job and the local runner into processes.
 
     convert ----\\
                  >-- infer-bs<B1> -- infer-bs<B2> -- ... -- aggregate
@@ -12,31 +12,45 @@ An indexed step runs once per shard; its index comes from `JOB_COMPLETION_INDEX`
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
 from pnas_jobs import layout
-from pnas_jobs.spec import PnasEval, SpecError
+from pnas_jobs.accelerators import Placement, ascend_node
+from pnas_jobs.backends import registry
+from pnas_jobs.params import AggregateParams, CleanupParams, ConvertParams, InferParams, ShardParams, StageParams
+from pnas_jobs.spec import PnasEval, PnasEvalSpec, SpecError
+from pnas_jobs.status import Phase
 from pnas_jobs.storage import StorageSettings
 
-INDEX_ENV = "JOB_COMPLETION_INDEX"  # set by Kubernetes for Indexed Jobs; by the local runner too
+# what the PnasEval's phase says while a stage's step is the first one unfinished
+STAGE_PHASES = {"convert": Phase.CONVERTING, "shard": Phase.SHARDING, "infer": Phase.INFERRING, "aggregate": Phase.AGGREGATING}
 
 
 @dataclass(frozen=True)
 class Step:
     name: str  # convert | shard | infer-bs<B> | aggregate: unique, used in Job names
-    stage: str  # the pnas-eval sub-command
-    args: tuple[str, ...]  # after `pnas-eval`
+    params: StageParams  # the stage's parameters; the command is their serialisation
     completions: int = 1
     indexed: bool = False
     after: tuple[str, ...] = ()
-    accelerator: bool = False  # runs on inference nodes: the spec's resources, nodeSelector, tolerations
-    ascend: bool = False  # needs the Ascend image (CANN: ATC or ais_bench)
-    batch_size: int | None = None
+    image: str = "jobs"  # the jobs image with the stage's runtime: "jobs" | "ascend"
+    placement: Placement | None = None  # accelerator nodes: resources, node selector, tolerations; None: any node
+
+    @property
+    def stage(self) -> str:
+        return self.params.STAGE
 
     @property
     def command(self) -> list[str]:
-        return ["pnas-eval", self.stage, *self.args]
+        return self.params.command
+
+    @property
+    def phase(self) -> Phase:
+        return STAGE_PHASES.get(self.stage, Phase.PENDING)
+
+    @property
+    def batch_size(self) -> int | None:
+        return getattr(self.params, "batch_size", None)
 
 
 @dataclass(frozen=True)
@@ -55,104 +69,137 @@ class Plan:
     def infer_steps(self) -> list[Step]:
         return [s for s in self.steps if s.stage == "infer"]
 
+    @property
+    def summary_step(self) -> Step:
+        """The step whose summary (a pod's termination message) holds the run's results."""
+        return next(s for s in self.steps if isinstance(s.params, AggregateParams))
 
-def _csv(values) -> str:
-    return ",".join(str(v) for v in values)
+
+def inference_placement(spec: PnasEvalSpec) -> Placement:
+    """Where an inference pod goes: the spec's explicit values, else the backend's defaults for its device."""
+    inference = spec.inference
+    default = registry.placement(inference.backend, inference.device, spec.convert.soc_version)
+    tolerations = inference.tolerations
+    return Placement(
+        resources=dict(inference.resources) if inference.resources is not None else default.resources,
+        node_selector=dict(inference.node_selector) if inference.node_selector is not None else default.node_selector,
+        tolerations=(
+            tuple(t.model_dump(by_alias=True, exclude_none=True) for t in tolerations)
+            if tolerations is not None
+            else default.tolerations
+        ),
+    )
 
 
-def make_plan(manifest: PnasEval, storage_uri: str) -> Plan:
-    spec, meta = manifest.spec, manifest.metadata
+def backends_used(spec: PnasEvalSpec) -> list[str]:
+    """The backends a run uses: its inference backend (and, later, a reference)."""
+    return [spec.inference.backend]
+
+
+def _convert(spec: PnasEvalSpec, root: str, force: bool) -> Step:
+    om = spec.convert.target == "om"
+    params = ConvertParams(
+        root=root,
+        force=force,
+        model=spec.model.name,
+        weights=spec.model.weights,
+        opset=spec.model.opset,
+        target=spec.convert.target,
+        soc_version=spec.convert.soc_version,
+        batch_sizes=tuple(spec.inference.batch_sizes) if om else (),
+        parity_tolerance=spec.convert.parity_tolerance,
+        input_size=spec.dataset.preprocess.input_size,  # the model's input must be the crop the shards hold
+        keep_state_dict="state_dict" in {registry.get(b).artifact for b in backends_used(spec)},
+    )
+    image = registry.ARTIFACT_IMAGES[spec.convert.target]
+    # ATC builds for one chip and lives on its nodes; it needs no NPU of its own
+    return Step("convert", params, image=image, placement=ascend_node(spec.convert.soc_version) if om else None)
+
+
+def _shard(spec: PnasEvalSpec, root: str, force: bool) -> Step:
+    dataset = spec.dataset
+    params = ShardParams(
+        root=root,
+        force=force,
+        images=dataset.images,
+        labels=dataset.labels,
+        model=spec.model.name,
+        shards=dataset.shards,
+        limit=dataset.limit,
+        preprocess=dataset.preprocess,
+    )
+    return Step("shard", params, completions=dataset.shards, indexed=True)
+
+
+def _infer(spec: PnasEvalSpec, root: str, force: bool, batch_size: int, after: tuple[str, ...]) -> Step:
+    inference = spec.inference
+    backend = registry.get(inference.backend)
+    params = InferParams(
+        root=root,
+        force=force,
+        batch_size=batch_size,
+        backend=backend.name,
+        device=backend.device(inference.device).name,
+        threads=inference.threads,
+        device_id=inference.device_id,
+    )
+    return Step(
+        f"infer-bs{batch_size}",
+        params,
+        completions=spec.dataset.shards,
+        indexed=True,
+        after=after,
+        image=backend.image,
+        placement=inference_placement(spec),
+    )
+
+
+def _aggregate(spec: PnasEvalSpec, root: str, after: tuple[str, ...], summary_file: str | None) -> Step:
+    params = AggregateParams(
+        root=root,
+        labels=spec.dataset.labels,
+        batch_sizes=tuple(spec.inference.batch_sizes),
+        shards=spec.dataset.shards,
+        limit=spec.dataset.limit,
+        summary_file=summary_file,
+    )  # no --force: it always scores what is there
+    return Step("aggregate", params, after=after)
+
+
+def make_plan(pnaseval: PnasEval, storage_uri: str, force: bool = False, summary_file: str | None = None) -> Plan:
+    """The steps of one evaluation. `force` redoes finished work; `summary_file` is where the
+    aggregate leaves the run's summary (a pod's termination log on a cluster)."""
+    spec, meta = pnaseval.spec, pnaseval.metadata
     root = layout.root(storage_uri, meta.namespace, meta.name)
-    batch_sizes = tuple(spec.inference.batch_sizes)
-    ascend = spec.inference.backend == "ais_bench"
-    steps = [
-        Step(
-            name="convert",
-            stage="convert",
-            args=(
-                "--run", root,
-                "--model", spec.model.name,
-                "--weights", spec.model.weights,
-                "--opset", str(spec.model.opset),
-                "--target", spec.convert.target,
-                "--soc-version", spec.convert.soc_version,
-                "--batch-sizes", _csv(batch_sizes),
-                "--parity-tolerance", repr(spec.convert.parity_tolerance),
-                # the model's input must be the crop the shards hold
-                *(("--input-size", str(spec.dataset.preprocess.input_size)) if spec.dataset.preprocess.input_size else ()),
-            ),  # fmt: skip
-            ascend=spec.convert.target == "om",
-        )
-    ]
-    preprocess = spec.dataset.preprocess.model_dump(by_alias=False, exclude_none=True)
-    steps.append(
-        Step(
-            name="shard",
-            stage="shard",
-            args=(
-                "--run", root,
-                "--images", spec.dataset.images,
-                "--labels", spec.dataset.labels,
-                "--model", spec.model.name,
-                "--shards", str(spec.dataset.shards),
-                "--limit", str(spec.dataset.limit),
-                *(("--preprocess", json.dumps(preprocess, sort_keys=True)) if preprocess else ()),
-            ),  # fmt: skip
-            completions=spec.dataset.shards,
-            indexed=True,
-        )
-    )
+    steps = [_convert(spec, root, force), _shard(spec, root, force)]
     previous: tuple[str, ...] = ("convert", "shard")
-    for batch_size in batch_sizes:
-        args = ["--run", root, "--batch-size", str(batch_size), "--backend", spec.inference.backend]
-        args += ["--device", spec.inference.resolved_device]
-        if spec.inference.threads:
-            args += ["--threads", str(spec.inference.threads)]
-        if spec.inference.device_id is not None:
-            args += ["--device-id", str(spec.inference.device_id)]
-        step = Step(
-            name=f"infer-bs{batch_size}",
-            stage="infer",
-            args=tuple(args),
-            completions=spec.dataset.shards,
-            indexed=True,
-            after=previous,
-            accelerator=True,
-            ascend=ascend,
-            batch_size=batch_size,
-        )
-        steps.append(step)
-        previous = (step.name,)
-    steps.append(
-        Step(
-            name="aggregate",
-            stage="aggregate",
-            args=(
-                "--run", root,
-                "--labels", spec.dataset.labels,
-                "--batch-sizes", _csv(batch_sizes),
-                "--shards", str(spec.dataset.shards),
-                "--limit", str(spec.dataset.limit),
-            ),  # fmt: skip
-            after=previous,
-        )
-    )
+    for batch_size in spec.inference.batch_sizes:
+        steps.append(_infer(spec, root, force, batch_size, previous))
+        previous = (steps[-1].name,)
+    steps.append(_aggregate(spec, root, previous, summary_file))
     storage = StorageSettings(spec.storage.endpoint, spec.storage.secure, spec.storage.region)
-    env = storage.environment()
-    return Plan(meta.name, meta.namespace, root, tuple(steps), spec.dataset.shards, batch_sizes, env)
+    return Plan(
+        meta.name, meta.namespace, root, tuple(steps), spec.dataset.shards, tuple(spec.inference.batch_sizes),
+        storage.environment(),
+    )  # fmt: skip
 
 
-def cluster_plan(manifest: PnasEval, source: str) -> Plan:
+def cleanup_step(plan: Plan) -> Step:
+    """The step that deletes a run's outputs (`spec.cleanup`, when its PnasEval is deleted)."""
+    return Step("cleanup", CleanupParams(root=plan.root))
+
+
+def cluster_plan(pnaseval: PnasEval, source: str, summary_file: str | None = None) -> Plan:
     """The plan of a PnasEval run by the operator; SpecError (naming `source`) when it cannot run on a cluster."""
-    problems = cluster_problems(manifest)
+    problems = cluster_problems(pnaseval)
     if problems:
         raise SpecError(problems, source)
-    return make_plan(manifest, manifest.spec.storage.uri)
+    return make_plan(pnaseval, pnaseval.spec.storage.uri, summary_file=summary_file)
 
 
-def cluster_problems(manifest: PnasEval) -> list[str]:
+def cluster_problems(pnaseval: PnasEval) -> list[str]:
     """What keeps a spec from running on a cluster, where pods share nothing but object storage."""
-    spec = manifest.spec
+    spec = pnaseval.spec
     problems = []
     for where, value in (
         ("spec.storage.uri", spec.storage.uri or ""),

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+from pnas_jobs.backends import registry
+
 
 @dataclass(frozen=True)
 class Rule:
@@ -18,24 +20,48 @@ class Rule:
     field: str  # the field a user should change (dotted, under spec)
 
 
-RULES: tuple[Rule, ...] = (
-    Rule(
-        "self.inference.backend != 'ais_bench' || self.convert.target == 'om'",
-        "backend ais_bench runs Ascend .om models: set convert.target to om",
-        "convert.target",
-    ),
-    Rule(
-        "self.convert.target != 'om' || self.inference.backend == 'ais_bench'",
-        "convert.target om builds Ascend models that only inference.backend ais_bench runs: "
-        "use target onnx for onnxruntime",
-        "inference.backend",
-    ),
-    Rule(
-        "!has(self.inference.device) || (self.inference.device == 'npu') == (self.inference.backend == 'ais_bench')",
-        "device npu goes with backend ais_bench; onnxruntime runs on cpu, cuda or tensorrt",
-        "inference.device",
-    ),
-)
+def _cel_list(values) -> str:
+    return "[" + ", ".join(f"'{v}'" for v in values) + "]"
+
+
+def _backend_rules() -> tuple[Rule, ...]:
+    """Which convert target and devices go with which backend: read from the backend registry."""
+    out = []
+    default_target = registry.ARTIFACTS_BUILT[0]
+    for backend in registry.BACKENDS:
+        # the default target is what a backend gets unless it asks for more; one that runs the
+        # timm model itself needs no converted model at all
+        if backend.artifact not in ("state_dict", default_target):
+            out.append(
+                Rule(
+                    f"self.inference.backend != '{backend.name}' || self.convert.target == '{backend.artifact}'",
+                    f"backend {backend.name} runs {backend.artifact} models: set convert.target to {backend.artifact}",
+                    "convert.target",
+                )
+            )
+    for target in registry.ARTIFACTS_BUILT[1:]:  # a target other than the default is asked for on purpose
+        fits = [b.name for b in registry.BACKENDS if b.artifact == target]
+        out.append(
+            Rule(
+                f"self.convert.target != '{target}' || self.inference.backend in {_cel_list(fits)}",
+                f"convert.target {target} builds models that only {' or '.join(fits)} runs: "
+                f"use target {default_target} for the other backends",
+                "inference.backend",
+            )
+        )
+    for backend in registry.BACKENDS:
+        out.append(
+            Rule(
+                f"self.inference.backend != '{backend.name}' || !has(self.inference.device) "
+                f"|| self.inference.device in {_cel_list(backend.device_names)}",
+                f"backend {backend.name} runs on {' | '.join(backend.device_names)}",
+                "inference.device",
+            )
+        )
+    return tuple(out)
+
+
+RULES: tuple[Rule, ...] = _backend_rules()
 
 # The spec cannot change once created: a changed evaluation is a new evaluation.
 IMMUTABLE = Rule(

@@ -30,7 +30,7 @@ def _apply(body, patch, logger) -> None:
     for type_, reason, message in outcome.events:
         kopf.event(body, type=type_, reason=reason, message=message)
         logger.info("%s: %s", reason, message)
-    patch.status.update(outcome.status)
+    patch.status.update(outcome.status.dump())
 
 
 # The timer does every pass, the first one included: it fires as soon as a PnasEval is seen (created,

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pnas_jobs.plan import Plan, Step
-from pnas_jobs.errors import EXIT_BAD_INPUT
+from pnas_jobs.params import CPUS_ENV
+from pnas_jobs.plan import Plan, Step, cleanup_step
+from pnas_jobs.schedule import RetryPolicy
 from pnas_jobs.spec import API_GROUP, API_VERSION, KIND, PnasEvalSpec
 from pnas_jobs.storage import ACCESS_KEY_ENV, SECRET_KEY_ENV
 
@@ -35,8 +36,7 @@ class JobSettings(BaseModel):
     # ttlSecondsAfterFinished; None keeps finished Jobs. Not less than a minute: the operator must still
     # find the finished aggregate Job, and its pod, to read the run's summary
     job_ttl_seconds: int | None = Field(86400, ge=60)
-    backoff_limit: int = Field(2, ge=0)  # retries of a non-indexed Job (convert, aggregate)
-    backoff_limit_per_index: int = Field(2, ge=0)  # retries of one shard, alone
+    retries: int = Field(RetryPolicy().retries, ge=0)  # of one pod: a shard alone, or a whole single-pod step
     ascend_driver_path: str = "/usr/local/Ascend/driver"  # empty: the Ascend runtime mounts it
     scratch_size: str = "20Gi"
     run_as_user: int = 1000
@@ -44,6 +44,15 @@ class JobSettings(BaseModel):
     cpu_request: str = "1"
     memory_request: str = "4Gi"
     memory_limit: str = "16Gi"
+
+    @property
+    def images(self) -> dict[str, str]:
+        """The jobs images, by the names backend entries use (registry.BackendEntry.image)."""
+        return {"jobs": self.jobs_image, "ascend": self.ascend_image}
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(retries=self.retries)
 
 
 @dataclass(frozen=True)
@@ -73,65 +82,69 @@ def labels(owner: str, step: Step, settings: JobSettings) -> dict[str, str]:
     }
 
 
-def _env(plan: Plan, spec: PnasEvalSpec) -> list[dict]:
+def _env(plan: Plan, step: Step, spec: PnasEvalSpec, settings: JobSettings) -> list[dict]:
     env = [{"name": k, "value": v} for k, v in sorted(plan.env.items())]
     secret = spec.storage.credentials_secret
     env += [
         {"name": ACCESS_KEY_ENV[0], "valueFrom": {"secretKeyRef": {"name": secret, "key": "accessKey"}}},
         {"name": SECRET_KEY_ENV[0], "valueFrom": {"secretKeyRef": {"name": secret, "key": "secretKey"}}},
         {"name": "HOME", "value": SCRATCH},  # caches (torch hub, timm) go to the writable scratch volume
+        # the CPUs this pod was given (its limit, else its request, rounded up): a stage sizes its threads to it
+        {"name": CPUS_ENV, "valueFrom": {"resourceFieldRef": {"containerName": step.stage, "resource": _cpu_field(step)}}},
     ]
+    if step.image == "ascend" and settings.ascend_driver_path:
+        env.append({"name": "ASCEND_DRIVER_PATH", "value": settings.ascend_driver_path})
     return env
 
 
-def _resources(step: Step, spec: PnasEvalSpec, settings: JobSettings) -> dict:
+def _cpu_field(step: Step) -> str:
+    # without a limit the downward API gives the node's allocatable CPUs: then the request is the share
+    return "limits.cpu" if step.placement and "cpu" in step.placement.resources else "requests.cpu"
+
+
+def _resources(step: Step, settings: JobSettings) -> dict:
     requests = {"cpu": settings.cpu_request, "memory": settings.memory_request}
     limits: dict[str, str | int] = {"memory": settings.memory_limit}
-    if step.accelerator:
-        devices = {k: str(v) for k, v in spec.inference.resolved_resources.items()}
-        limits.update(devices)
+    if step.placement and step.placement.resources:
+        asked = {k: str(v) for k, v in step.placement.resources.items()}
+        limits.update(asked)
         # extended resources (NPUs, GPUs) must request what they limit; and a cpu or memory limit
         # the spec sets may be below the operator's default request, which the API server refuses
-        requests.update(devices)
+        requests.update(asked)
     return {"requests": requests, "limits": limits}
 
 
-def _pod_failure_policy(step: Step) -> dict:
+def _pod_failure_policy(step: Step, policy: RetryPolicy) -> dict:
     stop = "FailIndex" if step.indexed else "FailJob"
+    final = sorted(policy.final_codes)
     return {
         "rules": [
-            # bad input (exit 2): retrying cannot help
-            {"action": stop, "onExitCodes": {"containerName": step.stage, "operator": "In", "values": [EXIT_BAD_INPUT]}},
+            # bad input: retrying cannot help
+            {"action": stop, "onExitCodes": {"containerName": step.stage, "operator": "In", "values": final}},
             # a drained or preempted node is not the shard's fault: retry without counting it
             {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
         ]
     }
 
 
-def job_for_step(
-    plan: Plan, step: Step, spec: PnasEvalSpec, owner: Owner, settings: JobSettings, owned: bool = True
-) -> dict:
-    """The Job of one step; `owned=False` for work that must outlive the PnasEval (cleanup)."""
-    name = job_name(owner.name, step.name)
-    step_labels = labels(owner.name, step, settings)
-    command = step.command + (["--summary-file", TERMINATION_LOG] if step.stage == "aggregate" else [])
+def _volumes(step: Step, settings: JobSettings) -> tuple[list[dict], list[dict]]:
     mounts = [{"name": "scratch", "mountPath": SCRATCH}]
     volumes: list[dict] = [{"name": "scratch", "emptyDir": {"sizeLimit": settings.scratch_size}}]
-    env = _env(plan, spec)
-    if step.ascend and settings.ascend_driver_path:
+    if step.image == "ascend" and settings.ascend_driver_path:
         # empty path: the Ascend container runtime mounts the driver itself (no hostPath needed)
         mounts.append({"name": "ascend-driver", "mountPath": settings.ascend_driver_path, "readOnly": True})
-        volumes.append(
-            {"name": "ascend-driver", "hostPath": {"path": settings.ascend_driver_path, "type": "Directory"}}
-        )
-        env.append({"name": "ASCEND_DRIVER_PATH", "value": settings.ascend_driver_path})
-    container = {
+        volumes.append({"name": "ascend-driver", "hostPath": {"path": settings.ascend_driver_path, "type": "Directory"}})
+    return mounts, volumes
+
+
+def _container(plan: Plan, step: Step, spec: PnasEvalSpec, settings: JobSettings, mounts: list[dict]) -> dict:
+    return {
         "name": step.stage,
-        "image": settings.ascend_image if step.ascend else settings.jobs_image,
+        "image": settings.images[step.image],
         "imagePullPolicy": settings.image_pull_policy,
-        "command": command,
-        "env": env,
-        "resources": _resources(step, spec, settings),
+        "command": step.command,
+        "env": _env(plan, step, spec, settings),
+        "resources": _resources(step, settings),
         "volumeMounts": mounts,
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -142,6 +155,10 @@ def job_for_step(
             "capabilities": {"drop": ["ALL"]},
         },
     }
+
+
+def _pod_spec(plan: Plan, step: Step, spec: PnasEvalSpec, settings: JobSettings) -> dict:
+    mounts, volumes = _volumes(step, settings)
     pod_spec: dict = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,  # stages talk to object storage, never to the API
@@ -152,31 +169,39 @@ def job_for_step(
             "fsGroup": settings.run_as_group,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "containers": [container],
+        "containers": [_container(plan, step, spec, settings, mounts)],
         "volumes": volumes,
     }
     if settings.jobs_service_account:
         pod_spec["serviceAccountName"] = settings.jobs_service_account
-    if step.accelerator or step.ascend:
-        if spec.inference.resolved_node_selector:
-            pod_spec["nodeSelector"] = spec.inference.resolved_node_selector
-        if spec.inference.tolerations:
-            pod_spec["tolerations"] = [dict(t) for t in spec.inference.tolerations]
+    if step.placement:
+        if step.placement.node_selector:
+            pod_spec["nodeSelector"] = dict(step.placement.node_selector)
+        if step.placement.tolerations:
+            pod_spec["tolerations"] = [dict(t) for t in step.placement.tolerations]
+    return pod_spec
+
+
+def job_for_step(
+    plan: Plan, step: Step, spec: PnasEvalSpec, owner: Owner, settings: JobSettings, owned: bool = True
+) -> dict:
+    """The Job of one step; `owned=False` for work that must outlive the PnasEval (cleanup)."""
+    step_labels = labels(owner.name, step, settings)
     job_spec: dict = {
         "completions": step.completions,
         "parallelism": min(step.completions, spec.inference.parallelism),
-        "podFailurePolicy": _pod_failure_policy(step),
-        "template": {"metadata": {"labels": step_labels}, "spec": pod_spec},
+        "podFailurePolicy": _pod_failure_policy(step, settings.retry_policy),
+        "template": {"metadata": {"labels": dict(step_labels)}, "spec": _pod_spec(plan, step, spec, settings)},
     }
     if step.indexed:
         job_spec["completionMode"] = "Indexed"
-        job_spec["backoffLimitPerIndex"] = settings.backoff_limit_per_index
+        job_spec["backoffLimitPerIndex"] = settings.retries
     else:
-        job_spec["backoffLimit"] = settings.backoff_limit
+        job_spec["backoffLimit"] = settings.retries
     if settings.job_ttl_seconds is not None:
         job_spec["ttlSecondsAfterFinished"] = settings.job_ttl_seconds
     metadata = {
-        "name": name,
+        "name": job_name(owner.name, step.name),
         "namespace": owner.namespace,
         "labels": step_labels,
         "annotations": {f"{API_GROUP}/run": plan.root},
@@ -203,8 +228,7 @@ def owned_by(job: dict, owner: Owner) -> bool:
 
 def cleanup_job(plan: Plan, spec: PnasEvalSpec, owner: Owner, settings: JobSettings) -> dict:
     """Deletes the run's objects in storage (`spec.cleanup`); not owned, so it survives the deletion."""
-    step = Step(name="cleanup", stage="cleanup", args=("--run", plan.root))
-    return job_for_step(plan, step, spec, owner, settings, owned=False)
+    return job_for_step(plan, cleanup_step(plan), spec, owner, settings, owned=False)
 
 
 def jobs_for_plan(plan: Plan, spec: PnasEvalSpec, owner: Owner, settings: JobSettings) -> list[dict]:

@@ -121,12 +121,17 @@ class JobRunner:
     def _env(self, container: dict) -> dict[str, str]:
         env = dict(self.base_env)
         for item in container.get("env", []):
+            source = item.get("valueFrom") or {}
             if "value" in item:
                 env[item["name"]] = item["value"]
-            else:
-                ref = item["valueFrom"]["secretKeyRef"]
+            elif "secretKeyRef" in source:
+                ref = source["secretKeyRef"]
                 secret = self.core.read_namespaced_secret(ref["name"], self.namespace)
                 env[item["name"]] = base64.b64decode(secret.data[ref["key"]]).decode()
+            elif "resourceFieldRef" in source:
+                env[item["name"]] = cpu_field(container, source["resourceFieldRef"])
+            else:
+                raise KeyError(f"env {item['name']}: the test kubelet cannot resolve {sorted(source)}")
         env["HOME"] = tempfile.gettempdir()  # the pod's scratch volume
         return env
 
@@ -189,6 +194,22 @@ class JobRunner:
                 kind, reason = condition
                 status["conditions"] = [{"type": kind, "status": "True", "reason": reason, "message": ""}]
         self.batch.patch_namespaced_job_status(name, self.namespace, {"status": status})
+
+
+def cpu_field(container: dict, ref: dict) -> str:
+    """The downward API's `limits.cpu` / `requests.cpu`, as the kubelet resolves them: a missing
+    limit is the node's allocatable CPUs (here: this machine's), and the value is rounded up to a
+    whole number with the default divisor 1 (kubernetes pkg/api/v1/resource/helpers.go,
+    convertResourceCPUToString: ceil(milliValue / divisor))."""
+    kind, _, resource = ref["resource"].partition(".")
+    if resource != "cpu":
+        raise KeyError(f"the test kubelet resolves cpu fields only, not {ref['resource']}")
+    value = (container.get("resources") or {}).get(kind, {}).get("cpu")
+    if value is None:
+        return str(len(os.sched_getaffinity(0)))
+    text = str(value)
+    milli = int(text[:-1]) if text.endswith("m") else int(float(text) * 1000)
+    return str(-(-milli // 1000))
 
 
 def secret(name: str, namespace: str, data: dict[str, str]) -> dict:

@@ -82,7 +82,7 @@ class CliBackend:
         shutil.rmtree(self.work, ignore_errors=True)
 
 
-def open_ais_bench(model_path: Path, batch_size: int, device_id: int | None):
+def open_ais_bench(model_path: Path, batch_size: int, device_id: int | None = None, **_):
     device_id = default_device_id() if device_id is None else device_id
     try:
         import ais_bench.infer.interface  # noqa: F401

@@ -30,7 +30,7 @@ def providers_for(device: str) -> list:
 class OrtBackend:
     name = "onnxruntime"
 
-    def __init__(self, model_path: Path, device: str, threads: int = 0):
+    def __init__(self, model_path: Path, device: str = "cpu", threads: int = 0, **_):
         import onnxruntime as ort
 
         if device not in PROVIDERS:

@@ -6,7 +6,6 @@ it came from, and each image is counted once.
 """
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 import time
@@ -16,6 +15,8 @@ import numpy as np
 
 from pnas_jobs import dataset, layout, metric, records, results
 from pnas_jobs.errors import UserError
+from pnas_jobs.params import AggregateParams
+from pnas_jobs.report import BatchReport, Report, Timing
 from pnas_jobs.storage import StorageSettings, open_object, open_store
 
 log = logging.getLogger(__name__)
@@ -50,24 +51,25 @@ def score_folder(results_dir: str, labels_uri: str, output: str) -> dict:
     return table
 
 
-def _combined_timing(markers: list[dict], batch_size: int) -> dict:
+def _combined_timing(markers: list[dict], batch_size: int) -> Timing:
     count = sum(m["compute"].get("count", 0) for m in markers)
     if not count:
-        return {"count": 0}
-    mean = sum(m["compute"]["mean"] * m["compute"]["count"] for m in markers if m["compute"]["count"]) / count
+        return Timing()
+    timed = [m for m in markers if m["compute"]["count"]]
+    mean = sum(m["compute"]["mean"] * m["compute"]["count"] for m in timed) / count
     images = sum(m["images"] for m in markers)
     seconds = sum(m["seconds"] for m in markers)
     e2e = images / seconds if seconds else 0.0
     compute = 1000.0 * batch_size / mean
-    return {
-        "batches": count,
-        "mean_ms": mean,
-        "min_ms": min(m["compute"]["min"] for m in markers if m["compute"]["count"]),
-        "max_ms": max(m["compute"]["max"] for m in markers if m["compute"]["count"]),
-        "throughput": compute,
-        "end_to_end_images_per_s": e2e,
-        "pipeline_efficiency": e2e / compute if compute else 0.0,
-    }
+    return Timing(
+        batches=count,
+        mean_ms=mean,
+        min_ms=min(m["compute"]["min"] for m in timed),
+        max_ms=max(m["compute"]["max"] for m in timed),
+        throughput=compute,
+        end_to_end=e2e,
+        pipeline_efficiency=e2e / compute if compute else 0.0,
+    )
 
 
 def _read_batch_size(store, batch_size: int, manifests: list[dict], work: Path) -> tuple[list[str], np.ndarray, list]:
@@ -112,91 +114,90 @@ def _read_batch_size(store, batch_size: int, manifests: list[dict], work: Path) 
     return names, scores, markers
 
 
-def run(
-    run_uri: str,
-    labels_uri: str,
-    batch_sizes: tuple[int, ...],
-    shards: int,
-    limit: int = 0,
-    summary_file: str | None = None,
-) -> dict:
-    started = time.perf_counter()
-    settings = StorageSettings.from_env()
-    store = open_store(run_uri, settings)
-    labels = dataset.read_labels(labels_uri, settings)
-    convert = records.read(store, layout.CONVERT_RECORD) or {}
-    manifests, missing = [], []
+def _batch_report(batch_size: int, names, scores, markers, labels, labels_uri) -> tuple[BatchReport, dict]:
+    """One batch size's report and its accuracy table (the seed's JSON)."""
+    table, _ = score(names, scores, labels, labels_uri)
+    accuracy = metric.percentages(table)
+    timing = _combined_timing(markers, batch_size)
+    return BatchReport(
+        batch_size=batch_size,
+        images=len(names),
+        top1=accuracy.get("top1"),
+        top5=accuracy.get("top5"),
+        throughput=round(timing.throughput, 2),
+        json_=layout.accuracy_json(batch_size),
+        classes=int(scores.shape[1]) if len(names) else 0,
+        accuracy=accuracy,
+        timing=timing,
+        shards=[{k: m[k] for k in ("index", "images", "seconds", "end_to_end_images_per_s", "compute")} for m in markers],
+        backend=markers[0]["backend"] if markers else None,
+        device=markers[0]["device"] if markers else None,
+    ), table
+
+
+def _shard_records(store, shards: int) -> list[dict]:
+    found, missing = [], []
     for index in range(shards):
-        manifest = records.read(store, layout.shard_manifest(index))
-        (manifests.append(manifest) if manifest else missing.append(index))
+        record = records.read(store, layout.shard_manifest(index))
+        (found.append(record) if record else missing.append(index))
     if missing:
         raise UserError(f"shards {missing} do not exist under {store.uri}: run the shard stage; nothing was published")
+    return found
 
-    summary, per_batch = [], []
+
+def _dataset_report(shard_records: list[dict], labels: dict, labels_uri: str, limit: int) -> dict:
+    failed = [dict(f, shard=m["index"]) for m in shard_records for f in m["failed"]]
+    selected = {n for m in shard_records for n in m["images"]} | {dataset.image_name(f["image"]) for f in failed}
+    return dict(
+        labels=labels_uri,
+        images=len(selected),
+        scored=sum(len(m["images"]) for m in shard_records),
+        failed=failed,
+        # with a limit, most labels have no selected image by design
+        labels_without_image=sorted(set(labels) - selected)[:50] if not limit else None,
+        labels_without_image_count=len(set(labels) - selected) if not limit else None,
+        preprocess=shard_records[0]["preprocess"],
+    )
+
+
+def main(p: AggregateParams) -> dict:
+    if p.results is not None:
+        table = score_folder(p.results, p.labels, p.output)
+        print(metric.seed_json(table))
+        return table
+    started = time.perf_counter()
+    settings = StorageSettings.from_env()
+    store = open_store(p.root, settings)
+    labels = dataset.read_labels(p.labels, settings)
+    convert = records.read(store, layout.CONVERT_RECORD) or {}
+    shard_records = _shard_records(store, p.shards)
+    per_batch = []
     with tempfile.TemporaryDirectory(prefix="pnas-aggregate-") as tmp:
-        for batch_size in sorted(batch_sizes):
-            names, scores, markers = _read_batch_size(store, batch_size, manifests, Path(tmp))
-            table, positions = score(names, scores, labels, labels_uri)
+        for batch_size in sorted(p.batch_sizes):
+            names, scores, markers = _read_batch_size(store, batch_size, shard_records, Path(tmp))
+            result, table = _batch_report(batch_size, names, scores, markers, labels, p.labels)
             store.write_text(layout.accuracy_json(batch_size), metric.seed_json(table))
-            timing = _combined_timing(markers, batch_size)
-            accuracy = metric.percentages(table)
-            per_batch.append(
-                dict(
-                    batch_size=batch_size,
-                    images=len(names),
-                    classes=int(scores.shape[1]) if len(names) else 0,
-                    accuracy=accuracy,
-                    accuracy_json=layout.accuracy_json(batch_size),
-                    timing=timing,
-                    shards=[
-                        {k: m[k] for k in ("index", "images", "seconds", "end_to_end_images_per_s", "compute")}
-                        for m in markers
-                    ],
-                    backend=markers[0]["backend"] if markers else None,
-                    device=markers[0]["device"] if markers else None,
-                )
-            )
-            summary.append(
-                {
-                    "batchSize": batch_size,
-                    "images": len(names),
-                    **{k: accuracy.get(k) for k in ("top1", "top5")},
-                    "throughput": round(timing.get("throughput", 0.0), 2),
-                }  # no URIs: a termination message holds 4 KiB, and the operator knows where the JSON is
-            )
-    failed = [dict(f, shard=m["index"]) for m in manifests for f in m["failed"]]
-    selected = {n for m in manifests for n in m["images"]} | {dataset.image_name(f["image"]) for f in failed}
-    report = dict(
+            per_batch.append(result)
+    report = Report(
         run=store.uri,
-        model={
-            k: convert.get(k) for k in ("model", "num_classes", "label_offset", "input_size", "opset", "weights", "parity")
-        }
+        model={k: convert.get(k) for k in ("model", "num_classes", "label_offset", "input_size", "opset", "weights", "parity")}
         | {"onnx_sha256": convert.get("onnx", {}).get("sha256"), "om": convert.get("om")},
-        dataset=dict(
-            labels=labels_uri,
-            images=len(selected),
-            scored=sum(len(m["images"]) for m in manifests),
-            failed=failed,
-            # with a limit, most labels have no selected image by design
-            labels_without_image=sorted(set(labels) - selected)[:50] if not limit else None,
-            labels_without_image_count=len(set(labels) - selected) if not limit else None,
-            preprocess=manifests[0]["preprocess"],
-        ),
+        dataset=_dataset_report(shard_records, labels, p.labels, p.limit),
         shards=[
             {"index": m["index"], "images": len(m["images"]), "failed": len(m["failed"]), "seconds": m["seconds"]}
-            for m in manifests
+            for m in shard_records
         ],
         results=per_batch,
         timings=dict(
             convert_s=convert.get("timings"),
-            shard_s=sum(m["seconds"] for m in manifests),
-            infer_s={str(b["batch_size"]): sum(s["seconds"] for s in b["shards"]) for b in per_batch},
+            shard_s=sum(m["seconds"] for m in shard_records),
+            infer_s={str(b.batch_size): sum(s["seconds"] for s in b.shards) for b in per_batch},
             aggregate_s=time.perf_counter() - started,
         ),
     )
-    records.write(store, layout.REPORT, report)
-    if summary_file:
-        Path(summary_file).write_text(json.dumps({"results": summary, "failedImages": len(failed)}))
-    for row in summary:
-        log.info("aggregate bs%d: %d images, top-1 %s%%, top-5 %s%%", row["batchSize"], row["images"], row["top1"], row["top5"])
-    return report
+    records.write(store, layout.REPORT, report.dump())
+    if p.summary_file:
+        Path(p.summary_file).write_text(report.summary().model_dump_json(by_alias=True, exclude_none=True))
+    for row in per_batch:
+        log.info("aggregate bs%d: %d images, top-1 %s%%, top-5 %s%%", row.batch_size, row.images, row.top1, row.top5)
+    return report.dump()

@@ -17,78 +17,15 @@ import numpy as np
 
 from pnas_jobs import layout, metric, records
 from pnas_jobs.errors import ParityError, UserError
-from pnas_jobs.storage import NotFound, StorageSettings, is_s3, open_object, open_store
+from pnas_jobs.models import fetch_weights, load_model
+from pnas_jobs.params import ConvertParams
+from pnas_jobs.storage import StorageSettings, open_store
 
 log = logging.getLogger(__name__)
 
 INPUT_NAME, OUTPUT_NAME = "image", "class"
 PARITY_SAMPLES = 4
 ONNX_FILE = "model.onnx"  # the simplified model, as ATC is given it
-
-
-def _unwrap_state_dict(loaded) -> dict:
-    if isinstance(loaded, dict):
-        for key in ("state_dict", "model", "model_state_dict"):
-            if isinstance(loaded.get(key), dict):
-                loaded = loaded[key]
-                break
-    if not isinstance(loaded, dict) or not loaded:
-        raise UserError("the weights file holds no state dict (expected a mapping of parameter names to tensors)")
-    return {k.removeprefix("module."): v for k, v in loaded.items()}
-
-
-def fetch_weights(weights: str, work: Path) -> Path | None:
-    """The weights file on this machine (downloaded when in object storage); None for 'timm' and 'random'."""
-    if weights in ("timm", "random"):
-        return None
-    store, key = open_object(weights, StorageSettings.from_env())
-    try:
-        return store.fetch(key, work / "weights")
-    except NotFound:
-        raise UserError(f"spec.model.weights: {weights} does not exist") from None
-
-
-def load_model(name: str, weights: str, path: Path | None = None):
-    """The timm model in eval mode, its weights record, and its number of classes.
-
-    `path` is the fetched weights file when `weights` names one (fetch_weights)."""
-    import timm
-    import torch
-
-    if not timm.is_model(name):
-        raise UserError(f"spec.model.name: {name!r} is not a timm model (see timm.list_models())")
-    source = {"weights": weights}
-    if weights == "random":
-        torch.manual_seed(0)
-        model = timm.create_model(name, pretrained=False)
-    elif weights == "timm":
-        try:
-            model = timm.create_model(name, pretrained=True)
-        except Exception as error:  # hub unreachable, no weights published, ...
-            raise UserError(
-                f"cannot load pretrained weights for {name} from the hub ({type(error).__name__}: {error}); "
-                "offline, set spec.model.weights to a local .pth, an s3:// object or 'random'"
-            ) from None
-    else:
-        try:
-            state = _unwrap_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        except UserError:
-            raise
-        except Exception as error:
-            raise UserError(f"spec.model.weights: cannot read {weights} as a PyTorch state dict: {error}") from None
-        cfg = timm.models.get_pretrained_cfg(name)
-        classifier = cfg.classifier if cfg else None
-        head = state.get(f"{classifier}.weight") if classifier else None
-        num_classes = int(head.shape[0]) if head is not None else None
-        model = timm.create_model(name, pretrained=False, **({"num_classes": num_classes} if num_classes else {}))
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise UserError(
-                f"spec.model.weights: {weights} does not fit {name}: "
-                f"{len(missing)} missing keys (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})"
-            )
-    model.eval()
-    return model, source, int(model.num_classes)
 
 
 def export_onnx(model, path: Path, input_size: int, opset: int) -> None:
@@ -158,96 +95,96 @@ def atc_command(onnx_name: str, output_stem: str, batch_size: int, input_size: i
     ]
 
 
-def run(
-    run_uri: str,
-    model_name: str,
-    weights: str,
-    opset: int = 11,
-    target: str = "onnx",
-    soc_version: str = "Ascend310P3",
-    batch_sizes: tuple[int, ...] = (4,),
-    parity_tolerance: float = 1e-4,
-    input_size: int | None = None,
-    force: bool = False,
-) -> dict:
+def _inputs(p: ConvertParams, input_size: int, weights_sha256: str | None) -> dict:
+    """Everything the converted model depends on: the same inputs, the same model."""
+    om = p.target == "om"
+    return dict(
+        model=p.model,
+        weights=p.weights,
+        weights_sha256=weights_sha256,  # the content, not only the name: a file rewritten in place is another model
+        opset=p.opset,
+        target=p.target,
+        soc_version=p.soc_version if om else None,
+        batch_sizes=sorted(p.batch_sizes) if om else None,
+        input_size=input_size,
+        keep_state_dict=p.keep_state_dict,
+    )
+
+
+def _export_checked(p: ConvertParams, work: Path, weights_path: Path | None, input_size: int, timings: dict):
+    """Load, export, simplify, check against PyTorch: (model, weights record, classes, parity report, simplified ONNX)."""
+    started = time.perf_counter()
+    model, weights_record, num_classes = load_model(p.model, p.weights, weights_path)
+    timings["load_s"] = time.perf_counter() - started
+    raw, simplified = work / "model_raw.onnx", work / ONNX_FILE
+    started = time.perf_counter()
+    export_onnx(model, raw, input_size, p.opset)
+    timings["export_s"] = time.perf_counter() - started
+    started = time.perf_counter()
+    simplify(raw, simplified, input_size)
+    timings["simplify_s"] = time.perf_counter() - started
+    started = time.perf_counter()
+    check = parity(model, {"onnx": raw, "onnx_simplified": simplified}, input_size, p.parity_tolerance)
+    timings["parity_s"] = time.perf_counter() - started
+    if not check["passed"]:
+        raise ParityError(
+            f"ONNX disagrees with PyTorch: max |diff| {check['onnx_simplified']['max_abs_diff']:.3g} "
+            f"(raw {check['onnx']['max_abs_diff']:.3g}) > tolerance {p.parity_tolerance:g} "
+            "(spec.convert.parityTolerance)"
+        )
+    return model, weights_record, num_classes, check, simplified
+
+
+def _keep_state_dict(model, store, work: Path) -> dict:
+    """The weights as exported, for backends that run the PyTorch model (and the fidelity reference)."""
+    import torch
+
+    path = work / "state_dict.pth"
+    torch.save(model.state_dict(), path)
+    store.upload(path, layout.STATE_DICT)
+    return {"key": layout.STATE_DICT, "sha256": records.sha256_file(path)}
+
+
+def main(p: ConvertParams) -> dict:
     from pnas_jobs import transform
 
-    store = open_store(run_uri, StorageSettings.from_env())
-    input_size = input_size or transform.resolve(model_name).input_size
-    timings = {}
+    store = open_store(p.root, StorageSettings.from_env())
+    input_size = p.input_size or transform.resolve(p.model).input_size
+    timings: dict = {}
     with tempfile.TemporaryDirectory(prefix="pnas-convert-") as tmp:
         work = Path(tmp)
-        started = time.perf_counter()
-        weights_path = fetch_weights(weights, work)
-        # the weights' content, not only their name: a file rewritten in place is another model
+        weights_path = fetch_weights(p.weights, work)
         weights_sha256 = records.sha256_file(weights_path) if weights_path else None
-        inputs = dict(
-            model=model_name,
-            weights=weights,
-            weights_sha256=weights_sha256,
-            opset=opset,
-            target=target,
-            soc_version=soc_version if target == "om" else None,
-            batch_sizes=sorted(batch_sizes) if target == "om" else None,
-            input_size=input_size,
-        )
-        if not force and (done := records.finished(store, layout.CONVERT_RECORD, inputs)):
+        inputs = _inputs(p, input_size, weights_sha256)
+        if not p.force and (done := records.finished(store, layout.CONVERT_RECORD, inputs)):
             log.info("convert: already done for these inputs (%s); skipping", layout.CONVERT_RECORD)
             return done
-        atc_commands = _atc_commands(ONNX_FILE, batch_sizes, input_size, soc_version) if target == "om" else {}
-
-        model, weights_record, num_classes = load_model(model_name, weights, weights_path)
+        atc_commands = _atc_commands(ONNX_FILE, p.batch_sizes, input_size, p.soc_version) if p.target == "om" else {}
+        model, weights_record, num_classes, check, simplified = _export_checked(p, work, weights_path, input_size, timings)
         if weights_sha256:
             weights_record["sha256"] = weights_sha256
-        timings["load_s"] = time.perf_counter() - started
-
-        raw, simplified = work / "model_raw.onnx", work / ONNX_FILE
-        started = time.perf_counter()
-        export_onnx(model, raw, input_size, opset)
-        timings["export_s"] = time.perf_counter() - started
-        started = time.perf_counter()
-        simplify(raw, simplified, input_size)
-        timings["simplify_s"] = time.perf_counter() - started
-
-        started = time.perf_counter()
-        check = parity(model, {"onnx": raw, "onnx_simplified": simplified}, input_size, parity_tolerance)
-        timings["parity_s"] = time.perf_counter() - started
-        if not check["passed"]:
-            raise ParityError(
-                f"ONNX disagrees with PyTorch: max |diff| {check['onnx_simplified']['max_abs_diff']:.3g} "
-                f"(raw {check['onnx']['max_abs_diff']:.3g}) > tolerance {parity_tolerance:g} "
-                "(spec.convert.parityTolerance)"
-            )
-
         record = dict(
             inputs=inputs,
-            model=model_name,
+            model=p.model,
             num_classes=num_classes,
             label_offset=metric.label_offset(num_classes),
             input_size=input_size,
-            opset=opset,
+            opset=p.opset,
             weights=weights_record,
-            onnx={
-                "key": layout.ONNX_MODEL,
-                "sha256": records.sha256_file(simplified),
-                "bytes": simplified.stat().st_size,
-            },
+            onnx={"key": layout.ONNX_MODEL, "sha256": records.sha256_file(simplified), "bytes": simplified.stat().st_size},
             parity=check,
             timings=timings,
         )
         store.upload(simplified, layout.ONNX_MODEL)
-
-        if target == "om":
+        if p.keep_state_dict:
+            record["state_dict"] = _keep_state_dict(model, store, work)
+        if p.target == "om":
             record["om"] = _atc(store, atc_commands, work, timings)
         records.write(store, layout.CONVERT_RECORD, record)
     log.info(
         "convert: %s -> %s (%d classes, parity max |diff| %.2g) in %.1f s",
-        model_name,
-        f"{store.uri}/{layout.ONNX_MODEL}" if not is_s3(store.uri) else store.uri,
-        num_classes,
-        check["onnx_simplified"]["max_abs_diff"],
-        sum(timings.values()),
-    )
+        p.model, f"{store.uri}/{layout.ONNX_MODEL}", num_classes, check["onnx_simplified"]["max_abs_diff"], sum(timings.values()),
+    )  # fmt: skip
     return record
 
 

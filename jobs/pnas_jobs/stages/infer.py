@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from pnas_jobs import layout, records, transform
-from pnas_jobs.backends import open_backend
+from pnas_jobs.backends import registry
 from pnas_jobs.errors import UserError
+from pnas_jobs.params import InferParams, cpu_share, stage_index
 from pnas_jobs.results import TarWriter
 from pnas_jobs.storage import NotFound, Store, StorageSettings, open_store
 
@@ -49,13 +50,15 @@ def load_pixels(store: Store, manifest: dict, work: Path) -> np.ndarray:
     return np.memmap(path, dtype=np.uint8, mode="r", shape=shape)
 
 
-def model_entry(record: dict, backend: str, batch_size: int) -> dict:
+def model_entry(record: dict, backend: registry.BackendEntry, batch_size: int) -> dict:
     """The convert record's entry ({key, sha256, ...}) of the model this backend runs at this batch size."""
-    if backend == "ais_bench":
+    if backend.artifact == "om":  # one Ascend model per batch size
         if str(batch_size) not in record.get("om", {}):
             raise UserError(f"no Ascend model for batch size {batch_size}: convert with target om and this batch size")
         return record["om"][str(batch_size)]
-    return record["onnx"]
+    if backend.artifact not in record:
+        raise UserError(f"backend {backend.name} runs {backend.artifact} models and convert built none")
+    return record[backend.artifact]
 
 
 def timing_summary(compute_ms: list[float], batch_size: int) -> dict:
@@ -110,68 +113,52 @@ def _writer(tar: TarWriter, names: list[str], jobs: queue.Queue, errors: list) -
             errors.append(error)
 
 
-def run(
-    run_uri: str,
-    index: int,
-    batch_size: int,
-    backend: str = "onnxruntime",
-    device: str = "cpu",
-    threads: int = 0,
-    device_id: int | None = None,
-    force: bool = False,
-) -> dict:
-    store = open_store(run_uri, StorageSettings.from_env())
+def main(p: InferParams) -> dict:
+    index = stage_index(p.index)
+    backend = registry.get(p.backend)
+    device = backend.device(p.device).name
+    store = open_store(p.root, StorageSettings.from_env())
     convert = records.read(store, layout.CONVERT_RECORD)
     if convert is None:
         raise UserError(f"no converted model under {store.uri}: run the convert stage first")
-    manifest = records.read(store, layout.shard_manifest(index))
-    if manifest is None:
+    shard = records.read(store, layout.shard_manifest(index))
+    if shard is None:
         raise UserError(f"shard {index} does not exist under {store.uri}: run the shard stage first")
-    model = model_entry(convert, backend, batch_size)
+    model = model_entry(convert, backend, p.batch_size)
     inputs = dict(
-        model_sha256=model["sha256"],
-        shard_sha256=manifest["pixels"]["sha256"],
-        index=index,
-        batch_size=batch_size,
-        backend=backend,
-        device=device,
-    )
-    marker = layout.result_marker(batch_size, index)
-    if not force and (done := records.finished(store, marker, inputs)):
-        log.info("infer shard %d bs%d: already done for these inputs; skipping", index, batch_size)
+        model_sha256=model["sha256"], shard_sha256=shard["pixels"]["sha256"], index=index,
+        batch_size=p.batch_size, backend=backend.name, device=device,
+    )  # fmt: skip
+    marker = layout.result_marker(p.batch_size, index)
+    if not p.force and (done := records.finished(store, marker, inputs)):
+        log.info("infer shard %d bs%d: already done for these inputs; skipping", index, p.batch_size)
         return done
-
-    config = transform.Preprocess.from_dict(manifest["preprocess"])
+    threads = p.threads or (cpu_share() if backend.cpu_threads and device == registry.CPU else 0)
+    config = transform.Preprocess.from_dict(shard["preprocess"])
     with tempfile.TemporaryDirectory(prefix="pnas-infer-") as tmp:
         work = Path(tmp)
-        pixels = load_pixels(store, manifest, work)
+        pixels = load_pixels(store, shard, work)
         model_path = store.fetch(model["key"], work)
-        session = open_backend(backend, device, model_path, batch_size, threads, device_id)
+        session = backend.open(
+            model_path=model_path, device=device, batch_size=p.batch_size, threads=threads, device_id=p.device_id,
+            model=convert["model"],
+        )  # fmt: skip
         try:
             tar_path = work / "results.tar"
-            result = _infer(session, pixels, manifest["images"], batch_size, config, tar_path)
+            result = _infer(session, pixels, shard["images"], p.batch_size, config, tar_path)
         finally:
             session.close()
         result.update(
-            inputs=inputs,
-            index=index,
-            batch_size=batch_size,
-            backend=backend,
-            device=device,
+            inputs=inputs, index=index, batch_size=p.batch_size, backend=backend.name, device=device, threads=threads,
             providers=getattr(session, "providers", None),
-            tar={"key": layout.result_tar(batch_size, index), "sha256": records.sha256_file(tar_path)},
-        )
-        store.upload(tar_path, layout.result_tar(batch_size, index))
+            tar={"key": layout.result_tar(p.batch_size, index), "sha256": records.sha256_file(tar_path)},
+        )  # fmt: skip
+        store.upload(tar_path, layout.result_tar(p.batch_size, index))
     records.write(store, marker, result)  # last: the results now exist
-    compute = result["compute"]
     log.info(
         "infer shard %d bs%d: %d images, compute %.1f img/s, end to end %.1f img/s",
-        index,
-        batch_size,
-        result["images"],
-        compute.get("throughput", 0.0),
-        result["end_to_end_images_per_s"],
-    )
+        index, p.batch_size, result["images"], result["compute"].get("throughput", 0.0), result["end_to_end_images_per_s"],
+    )  # fmt: skip
     return result
 
 

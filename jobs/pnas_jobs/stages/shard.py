@@ -18,6 +18,7 @@ import numpy as np
 
 from pnas_jobs import dataset, layout, records, transform
 from pnas_jobs.errors import UserError
+from pnas_jobs.params import ShardParams, stage_index
 from pnas_jobs.storage import StorageSettings, open_store
 
 log = logging.getLogger(__name__)
@@ -67,104 +68,94 @@ def _close_worker() -> None:
     _worker.clear()
 
 
-def run(
-    run_uri: str,
-    images_uri: str,
-    labels_uri: str,
-    model_name: str,
-    shards: int,
-    index: int,
-    limit: int = 0,
-    preprocess_overrides: dict | None = None,
-    workers: int = 1,
-    force: bool = False,
-) -> dict:
-    if not 0 <= index < shards:
-        raise UserError(f"shard index {index} is outside 0..{shards - 1}")
-    settings = StorageSettings.from_env()
-    store = open_store(run_uri, settings)
-    data = dataset.load(images_uri, labels_uri, limit, settings)
-    if shards > len(data.keys):
+def _check(p: ShardParams, index: int, data: dataset.Dataset) -> None:
+    if not 0 <= index < p.shards:
+        raise UserError(f"shard index {index} is outside 0..{p.shards - 1}")
+    if p.shards > len(data.keys):
         raise UserError(
-            f"spec.dataset.shards is {shards} but there are only {len(data.keys)} images: "
+            f"spec.dataset.shards is {p.shards} but there are only {len(data.keys)} images: "
             "use at most one shard per image"
         )
-    config = transform.resolve(model_name, preprocess_overrides)  # after the checks: it imports timm (seconds)
-    keys = data.shard(index, shards)
+
+
+def _write_crops(p: ShardParams, index: int, data: dataset.Dataset, keys, config, pixels: Path, settings) -> dict:
+    """Decode the shard's images into `pixels`, failed slots squeezed out: names, labels, failures, checksum."""
+    names, labels, failed = [], [], []
+    digest = hashlib.sha256()
+    size = int(np.prod(config.shape))
+    shard_file = os.open(pixels, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.ftruncate(shard_file, size * len(keys))  # one slot per image, in order
+        stored = 0  # bytes of crops kept: the slots of failed images are squeezed out
+        for slot, (key, error) in enumerate(_crops(p.images, settings, keys, config, p.workers, pixels, size)):
+            name = dataset.image_name(key)
+            if error is None and name not in data.labels:
+                error = f"no label for {name!r} in {p.labels}"
+            if error is not None:
+                failed.append({"image": key, "error": error})
+                log.warning("shard %d: %s: %s", index, key, error)
+                continue
+            crop = os.pread(shard_file, size, slot * size)  # done: results come in order
+            if len(crop) != size:
+                raise OSError(f"shard {index}: short read of image {slot} from {pixels}")
+            if stored != slot * size:
+                _write_at(shard_file, memoryview(crop), stored)
+            digest.update(crop)
+            stored += size
+            names.append(name)
+            labels.append(data.labels[name])
+        os.ftruncate(shard_file, stored)
+    finally:
+        os.close(shard_file)
+    return dict(images=names, labels=labels, failed=failed, sha256=digest.hexdigest())
+
+
+def main(p: ShardParams) -> dict:
+    index = stage_index(p.index)
+    settings = StorageSettings.from_env()
+    store = open_store(p.root, settings)
+    data = dataset.load(p.images, p.labels, p.limit, settings)
+    _check(p, index, data)
+    config = transform.resolve(p.model, p.preprocess.model_dump(exclude_none=True))  # after the checks: it imports timm
+    keys = data.shard(index, p.shards)
     inputs = dict(
-        images=images_uri,
-        labels=labels_uri,
-        limit=limit,
-        shards=shards,
+        images=p.images,
+        labels=p.labels,
+        limit=p.limit,
+        shards=p.shards,
         index=index,
         preprocess=config.to_dict(),
         keys_sha256=hashlib.sha256("\n".join(keys).encode()).hexdigest(),
     )
-    if not force and (done := records.finished(store, layout.shard_manifest(index), inputs)):
+    if not p.force and (done := records.finished(store, layout.shard_manifest(index), inputs)):
         log.info("shard %d: already done for these inputs; skipping", index)
         return done
-
     started = time.perf_counter()
-    names, labels, failed = [], [], []
-    digest = hashlib.sha256()
     with tempfile.TemporaryDirectory(prefix="pnas-shard-") as tmp:
         pixels = Path(tmp) / "shard.pixels"
-        size = int(np.prod(config.shape))
-        shard_file = os.open(pixels, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            os.ftruncate(shard_file, size * len(keys))  # one slot per image, in order
-            stored = 0  # bytes of crops kept: the slots of failed images are squeezed out
-            for slot, (key, error) in enumerate(_crops(images_uri, settings, keys, config, workers, pixels, size)):
-                name = dataset.image_name(key)
-                if error is None and name not in data.labels:
-                    error = f"no label for {name!r} in {labels_uri}"
-                if error is not None:
-                    failed.append({"image": key, "error": error})
-                    log.warning("shard %d: %s: %s", index, key, error)
-                    continue
-                crop = os.pread(shard_file, size, slot * size)  # done: results come in order
-                if len(crop) != size:
-                    raise OSError(f"shard {index}: short read of image {slot} from {pixels}")
-                if stored != slot * size:
-                    _write_at(shard_file, memoryview(crop), stored)
-                digest.update(crop)
-                stored += size
-                names.append(name)
-                labels.append(data.labels[name])
-            os.ftruncate(shard_file, stored)
-        finally:
-            os.close(shard_file)
+        crops = _write_crops(p, index, data, keys, config, pixels, settings)
         seconds = time.perf_counter() - started
         store.upload(pixels, layout.shard_pixels(index))
-        manifest = dict(
+        record = dict(
             inputs=inputs,
             index=index,
-            shards=shards,
-            images=names,
-            labels=labels,
-            failed=failed,
-            shape=[len(names), *config.shape],
+            shards=p.shards,
+            images=crops["images"],
+            labels=crops["labels"],
+            failed=crops["failed"],
+            shape=[len(crops["images"]), *config.shape],
             dtype="uint8",
             layout="NHWC",
             preprocess=config.to_dict(),
-            pixels={
-                "key": layout.shard_pixels(index),
-                "sha256": digest.hexdigest(),
-                "bytes": pixels.stat().st_size,
-            },
+            pixels={"key": layout.shard_pixels(index), "sha256": crops["sha256"], "bytes": pixels.stat().st_size},
             seconds=seconds,
         )
-    records.write(store, layout.shard_manifest(index), manifest)  # last: the shard now exists
+    records.write(store, layout.shard_manifest(index), record)  # last: the shard now exists
     log.info(
         "shard %d/%d: %d images (%d failed) in %.1f s, %.0f images/s",
-        index,
-        shards,
-        len(names),
-        len(failed),
-        seconds,
-        len(keys) / seconds if seconds else 0.0,
-    )
-    return manifest
+        index, p.shards, len(crops["images"]), len(crops["failed"]), seconds, len(keys) / seconds if seconds else 0.0,
+    )  # fmt: skip
+    return record
 
 
 def _crops(images_uri, settings, keys, config, workers, pixels: Path, slot_bytes: int):
