@@ -9,6 +9,7 @@ import pytest
 
 from builders import pnaseval
 from pnas_jobs import crd, rules
+from pnas_jobs.backends import registry
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -67,7 +68,7 @@ def test_names_subresource_and_printer_columns():
 def test_defaults_enums_and_bounds_are_in_the_schema():
     spec = version()["schema"]["openAPIV3Schema"]["properties"]["spec"]
     inference = spec["properties"]["inference"]["properties"]
-    assert inference["backend"]["enum"] == ["onnxruntime", "ais_bench"] and inference["backend"]["default"] == "onnxruntime"
+    assert inference["backend"]["enum"] == list(registry.NAMES) and inference["backend"]["default"] == "onnxruntime"
     assert inference["batchSizes"]["items"] == {"maximum": 64, "minimum": 1, "type": "integer"}
     assert inference["batchSizes"]["x-kubernetes-list-type"] == "set"
     assert inference["resources"]["additionalProperties"]["x-kubernetes-int-or-string"] is True

@@ -66,6 +66,15 @@ BACKENDS: tuple[BackendEntry, ...] = (
         image="ascend",
         session="pnas_jobs.backends.aisbench:open_ais_bench",
     ),
+    BackendEntry(
+        name="pytorch",
+        devices=(Device(CPU), Device("cuda", nvidia_gpu)),
+        artifact="state_dict",
+        image="jobs",
+        session="pnas_jobs.backends.pytorch:TorchBackend",
+        cpu_threads=True,
+        reference=True,
+    ),
 )
 
 BY_NAME = {b.name: b for b in BACKENDS}
