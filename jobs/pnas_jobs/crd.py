@@ -52,6 +52,9 @@ def _structural(node: Any, defs: dict) -> Any:
             continue
         if key == "default" and value is None:
             continue
+        if key == "const":  # a one-value Literal: OpenAPI v3.0 has no const
+            out["enum"] = [value]
+            continue
         if key == "exclusiveMinimum":  # JSON Schema 2020 number -> OpenAPI v3.0 boolean
             out["minimum"], out["exclusiveMinimum"] = value, True
             continue

@@ -92,8 +92,8 @@ def inference_placement(spec: PnasEvalSpec) -> Placement:
 
 
 def backends_used(spec: PnasEvalSpec) -> list[str]:
-    """The backends a run uses: its inference backend (and, later, a reference)."""
-    return [spec.inference.backend]
+    """The backends a run uses: its inference backend, and the fidelity reference if any."""
+    return [spec.inference.backend, *([spec.fidelity.reference] if spec.fidelity else [])]
 
 
 def _convert(spec: PnasEvalSpec, root: str, force: bool) -> Step:

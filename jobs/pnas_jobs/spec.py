@@ -167,6 +167,17 @@ class SchedulingSpec(_Model):
     )
 
 
+class FidelitySpec(_Model):
+    """Agreement of the deployed backend with a reference on a sample of the same images."""
+
+    reference: Literal[registry.REFERENCES] = Field(
+        registry.REFERENCES[0], description="reference backend (fp32, the run's own weights)"
+    )
+    device: Literal["cpu", "cuda"] = Field("cpu", description="where the reference runs")
+    images: int = Field(500, ge=1, le=50000, description="sample size, drawn as whole shards spread over the data set")
+    max_top1_drop: float = Field(0.1, ge=0, le=100, description="largest drop of top-1 accuracy, in points, that passes")
+
+
 class StorageSpec(_Model):
     """Where every output goes, and how to reach it."""
 
@@ -189,6 +200,7 @@ class PnasEvalSpec(_Model):
     dataset: DatasetSpec = Field(..., description="images and labels")
     inference: InferenceSpec = Field(default_factory=InferenceSpec, description="backend, batch sizes, placement")
     scheduling: SchedulingSpec = Field(default_factory=SchedulingSpec, description="scheduler, queue, priority, deadlines")
+    fidelity: FidelitySpec | None = Field(None, description="compare with a reference backend on a sample (optional)")
     storage: StorageSpec = Field(default_factory=StorageSpec, description="object storage of the run")
     cleanup: bool = Field(False, description="delete the run's objects in storage when the PnasEval is deleted")
 
