@@ -68,7 +68,7 @@ def generate(folder: Path, count: int, shards: int, subset: int) -> dict:
         pixels = hashlib.sha256(f"shard {index}".encode()).hexdigest()  # stands for the shard's checksum
         records.write(
             store,
-            layout.shard_manifest(index),
+            layout.shard_record(index),
             dict(
                 index=index, shards=shards, images=names[start:stop], labels=labels[start:stop].tolist(), failed=[],
                 pixels={"key": layout.shard_pixels(index), "sha256": pixels, "bytes": 0}, seconds=0.0,

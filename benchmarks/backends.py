@@ -30,9 +30,9 @@ def _inputs(ctx: Context, shared: dict, folder: Path) -> Path:
     from pnas_jobs.stages import infer
     from pnas_jobs.storage import open_store
 
-    manifest = shared["manifest"]
-    crops = np.asarray(infer.load_pixels(open_store(shared["root"]), manifest, folder))
-    batch = transform.normalize(crops, transform.Preprocess.from_dict(manifest["preprocess"]))
+    shard = shared["shard"]
+    crops = np.asarray(infer.load_pixels(open_store(shared["root"]), shard, folder))
+    batch = transform.normalize(crops, transform.Preprocess.from_dict(shard["preprocess"]))
     path = folder / "inputs.npy"
     np.save(path, batch)
     return path

@@ -44,7 +44,7 @@ def prepared(ctx: Context) -> dict:
     ctx.facts["run"] = {
         "root": run,
         "convert": records.read(store, layout.CONVERT_RECORD),
-        "manifest": records.read(store, layout.shard_manifest(0)),
+        "shard": records.read(store, layout.shard_record(0)),
         "images": images,
         "labels": labels,
     }
@@ -120,7 +120,7 @@ def host_ceiling(crops: np.ndarray, config, batch_size: int, images: int, work: 
 def run(ctx: Context) -> list[Row]:
     sizes = ctx.sizes
     shared = prepared(ctx)
-    root, batch_size, images = shared["root"], sizes.infer_batch, len(shared["manifest"]["images"])
+    root, batch_size, images = shared["root"], sizes.infer_batch, len(shared["shard"]["images"])
     markers: list[dict] = []
     ctx.log(f"2. infer stage vs compute loop: {images} images, batch size {batch_size}, {sizes.rounds} round(s) ...")
     best = alternate(
@@ -160,10 +160,10 @@ def run(ctx: Context) -> list[Row]:
     from pnas_jobs.storage import open_store
 
     store = open_store(root)
-    manifest = shared["manifest"]
-    config = transform.Preprocess.from_dict(manifest["preprocess"])
+    shard = shared["shard"]
+    config = transform.Preprocess.from_dict(shard["preprocess"])
     with tempfile.TemporaryDirectory(dir=ctx.work) as tmp:
-        crops = np.asarray(infer.load_pixels(store, manifest, Path(tmp)))
+        crops = np.asarray(infer.load_pixels(store, shard, Path(tmp)))
         ceiling_images = 64 if ctx.smoke else 2048
         ceilings = {
             bs: max(host_ceiling(crops, config, bs, ceiling_images, Path(tmp)) for _ in range(sizes.rounds))

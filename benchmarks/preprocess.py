@@ -45,20 +45,20 @@ def _seed(ctx: Context, images, count: int) -> float:
     return answer["images"] / answer["cpu_seconds"]
 
 
-def _bit_exact(ctx: Context, manifest: dict) -> tuple[int, int]:
+def _bit_exact(ctx: Context, shard: dict) -> tuple[int, int]:
     """Images whose stored crop, normalised as the infer stage does, equals the seed's .bin exactly."""
     from pnas_jobs import transform
     from pnas_jobs.stages import infer
     from pnas_jobs.storage import open_store
 
-    crops = infer.load_pixels(open_store(manifest["root"]), manifest, ctx.work)
-    config = transform.Preprocess.from_dict(manifest["preprocess"])
+    crops = infer.load_pixels(open_store(shard["root"]), shard, ctx.work)
+    config = transform.Preprocess.from_dict(shard["preprocess"])
     same = 0
-    for row, name in enumerate(manifest["images"]):
+    for row, name in enumerate(shard["images"]):
         ours = transform.normalize(np.asarray(crops[row : row + 1]), config)[0]
         seed = np.fromfile(ctx.work / "seed-bin" / f"{name}.bin", dtype=np.float32).reshape(ours.shape)
         same += bool(np.array_equal(ours.view(np.uint32), seed.view(np.uint32)))
-    return same, len(manifest["images"])
+    return same, len(shard["images"])
 
 
 def run(ctx: Context) -> list[Row]:
@@ -85,14 +85,14 @@ def run(ctx: Context) -> list[Row]:
     from pnas_jobs import layout, records
     from pnas_jobs.storage import open_store
 
-    manifest = records.read(open_store(runs[1]["root"]), layout.shard_manifest(0))
-    manifest["root"] = runs[1]["root"]
-    same, total = _bit_exact(ctx, manifest)
+    shard = records.read(open_store(runs[1]["root"]), layout.shard_record(0))
+    shard["root"] = runs[1]["root"]
+    same, total = _bit_exact(ctx, shard)
     seed_bin = mean_file_bytes(ctx.work / "seed-bin", "*.bin")
     shutil.rmtree(ctx.work / "seed-bin", ignore_errors=True)  # 1.3 MB an image: not worth keeping
     per_core = best["shard1"] / best["seed"]
     scaling = best["shard2"] / best["shard1x"]
-    stored = manifest["pixels"]["bytes"] / len(manifest["images"])
+    stored = shard["pixels"]["bytes"] / len(shard["images"])
     cpus = cpu_count()
     rows = [
         Row(
@@ -142,7 +142,7 @@ def run(ctx: Context) -> list[Row]:
                 scaling >= 1.8,
                 [
                     f"Same {sizes.photos} JPEGs, unpinned on this machine's {cpus} CPUs, in the stage's own wall "
-                    "time (its manifest's `seconds`); --workers 1 decodes in the stage's process, --workers 2 in two "
+                    "time (its record's `seconds`); --workers 1 decodes in the stage's process, --workers 2 in two "
                     "worker processes while the stage's process checksums. It needs both CPUs free: other work on "
                     "the machine (see the load average above) takes from the two workers, not from the one."
                 ],

@@ -66,12 +66,12 @@ def loop(options: dict) -> dict:
     from pnas_jobs.storage import open_store
 
     store = open_store(options["run"])
-    manifest = records.read(store, layout.shard_manifest(options["index"]))
+    shard_record = records.read(store, layout.shard_record(options["index"]))
     work = Path(options["work"])
-    pixels = load_pixels(store, manifest, work)
+    pixels = load_pixels(store, shard_record, work)
     backend = registry.get(options["backend"])
     model_path = store.fetch(model_entry(records.read(store, layout.CONVERT_RECORD), backend, 1)["key"], work)
-    config = transform.Preprocess.from_dict(manifest["preprocess"])
+    config = transform.Preprocess.from_dict(shard_record["preprocess"])
     batch_size = options["batch_size"]
     batch = transform.normalize(np.asarray(pixels[np.arange(batch_size) % len(pixels)]), config)
     session = backend.open(model_path=model_path, device=options["device"], batch_size=batch_size, threads=options["threads"])
@@ -113,7 +113,7 @@ def shard(options: dict) -> dict:
     """4. The shard stage (`shard.main`, what `pnas-eval shard` runs), and the CPU time it took.
 
     CPU seconds (this process and its decoding processes) count the work done, whatever else the
-    machine runs at the same time; the manifest's `seconds` is the stage's own wall time.
+    machine runs at the same time; the shard_record's `seconds` is the stage's own wall time.
     """
     import os
 
@@ -123,7 +123,7 @@ def shard(options: dict) -> dict:
 
     transform.resolve("pnasnet5large")  # imports timm (seconds of CPU): process start-up, not the stage's work
     before = os.times()
-    manifest = stage.main(
+    shard_record = stage.main(
         ShardParams(
             root=options["run"], images=options["images"], labels=options["labels"], model="pnasnet5large",
             shards=1, index=0, workers=options["workers"], force=True,
@@ -131,7 +131,7 @@ def shard(options: dict) -> dict:
     )  # fmt: skip
     after = os.times()
     cpu = sum(getattr(after, k) - getattr(before, k) for k in ("user", "system", "children_user", "children_system"))
-    return {"images": len(manifest["images"]), "seconds": manifest["seconds"], "cpu_seconds": cpu}
+    return {"images": len(shard_record["images"]), "seconds": shard_record["seconds"], "cpu_seconds": cpu}
 
 
 KINDS = {"backend": backend, "loop": loop, "seed-preprocess": seed_preprocess, "shard": shard}

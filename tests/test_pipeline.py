@@ -82,8 +82,8 @@ def test_results_are_ais_bench_txt_files_grouped_per_shard(completed_run):
 
 
 def test_shard_pixels_are_a_quarter_of_the_seed_bin(completed_run):
-    manifest_ = json.loads((completed_run["run"] / layout.shard_manifest(0)).read_text())
-    per_image = manifest_["pixels"]["bytes"] / manifest_["shape"][0]
+    record = json.loads((completed_run["run"] / layout.shard_record(0)).read_text())
+    per_image = record["pixels"]["bytes"] / record["shape"][0]
     seed_bin = 4 * 3 * 160 * 160  # the seed's float32 CHW .bin at this model's 160x160 input
     assert per_image == 160 * 160 * 3 == seed_bin / 4
 

@@ -30,13 +30,13 @@ def test_failed_images_between_good_ones_leave_the_rest_in_order(sample_set, tmp
         path = images / f"{name}.JPEG"
         path.write_bytes(path.read_bytes()[:200])
 
-    manifest = shard.main(ShardParams(root=str(tmp_path / "run"), images=str(images), labels=str(sample_set["labels"]), model=TINY_MODEL, shards=1, index=0, workers=workers))
+    record = shard.main(ShardParams(root=str(tmp_path / "run"), images=str(images), labels=str(sample_set["labels"]), model=TINY_MODEL, shards=1, index=0, workers=workers))
 
     good = [name for name in names if name not in broken]
-    assert manifest["images"] == good
-    assert sorted(f["image"] for f in manifest["failed"]) == sorted(f"{name}.JPEG" for name in broken)
+    assert record["images"] == good
+    assert sorted(f["image"] for f in record["failed"]) == sorted(f"{name}.JPEG" for name in broken)
     config = transform.resolve(TINY_MODEL)
     stored = np.fromfile(tmp_path / "run" / layout.shard_pixels(0), dtype=np.uint8).reshape(-1, *config.shape)
     expected = np.stack([transform.preprocess((images / f"{name}.JPEG").read_bytes(), config) for name in good])
     assert np.array_equal(stored, expected)
-    assert json.loads((tmp_path / "run" / layout.shard_manifest(0)).read_text())["images"] == good
+    assert json.loads((tmp_path / "run" / layout.shard_record(0)).read_text())["images"] == good

@@ -42,5 +42,5 @@ def test_planted_evaluation_is_exact(planted, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     run = root / "store" / "test" / "pnasnet"
     assert (run / layout.accuracy_json(4)).read_text() == metric.seed_json(weights.table())
-    shard = json.loads((run / layout.shard_manifest(0)).read_text())
+    shard = json.loads((run / layout.shard_record(0)).read_text())
     assert shard["pixels"]["bytes"] / shard["shape"][0] == 331 * 331 * 3  # 328,683 B vs the seed's 1,314,732

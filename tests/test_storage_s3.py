@@ -118,14 +118,14 @@ def test_an_outage_fails_clearly_and_a_rerun_counts_each_image_once(s3_run, s3, 
 
 def test_a_truncated_shard_object_is_caught_by_its_checksum(s3_env, sample_set, tmp_path):
     run = "s3://runs/truncated"
-    manifest_ = shard.main(ShardParams(root=run, images=str(sample_set["images"]), labels=str(sample_set["labels"]), model=TINY, shards=4, index=0))
+    record = shard.main(ShardParams(root=run, images=str(sample_set["images"]), labels=str(sample_set["labels"]), model=TINY, shards=4, index=0))
     key = "truncated/" + layout.shard_pixels(0)
     whole = s3_env.client().get_object("runs", key).read()
     import io
 
     s3_env.client().put_object("runs", key, io.BytesIO(whole[:-7]), len(whole) - 7)
     with pytest.raises(infer.ShardCorrupt, match="corrupt"):
-        infer.load_pixels(open_store(run), manifest_, tmp_path)
+        infer.load_pixels(open_store(run), record, tmp_path)
 
 
 @pytest.mark.parametrize("which", ["access", "secret"])

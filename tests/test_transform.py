@@ -51,15 +51,15 @@ def test_stored_shard_matches_timm_eval_transform(files, model, tmp_path):
     from timm.data import create_transform, resolve_data_config
 
     folder, labels = files
-    manifest = shard.main(ShardParams(root=str(tmp_path), images=str(folder), labels=str(labels), model=model, shards=1, index=0))
-    assert manifest["failed"] == [] and len(manifest["images"]) == len(CASES)
+    record = shard.main(ShardParams(root=str(tmp_path), images=str(folder), labels=str(labels), model=model, shards=1, index=0))
+    assert record["failed"] == [] and len(record["images"]) == len(CASES)
     store = open_store(tmp_path)
-    pixels = infer.load_pixels(store, manifest, tmp_path)
-    config = transform.Preprocess.from_dict(manifest["preprocess"])
+    pixels = infer.load_pixels(store, record, tmp_path)
+    config = transform.Preprocess.from_dict(record["preprocess"])
     ours = transform.normalize(np.asarray(pixels), config)
 
     reference = create_transform(**resolve_data_config(pretrained_cfg=timm.models.get_pretrained_cfg(model).to_dict()))
-    for row, name in enumerate(manifest["images"]):
+    for row, name in enumerate(record["images"]):
         path = next(folder.glob(name + ".*"))
         expected = reference(Image.open(path).convert("RGB")).numpy()
         assert ours[row].shape == expected.shape
@@ -79,9 +79,9 @@ def test_spec_overrides_win_over_timm():
 
 def test_a_truncated_shard_is_detected_by_its_checksum(files, tmp_path):
     folder, labels = files
-    manifest = shard.main(ShardParams(root=str(tmp_path), images=str(folder), labels=str(labels), model="test_efficientnet", shards=1, index=0))
+    record = shard.main(ShardParams(root=str(tmp_path), images=str(folder), labels=str(labels), model="test_efficientnet", shards=1, index=0))
     path = tmp_path / layout.shard_pixels(0)
     path.write_bytes(path.read_bytes()[:-100])
     with pytest.raises(infer.ShardCorrupt, match="corrupt"):
-        infer.load_pixels(open_store(tmp_path), records.read(open_store(tmp_path), layout.shard_manifest(0)), tmp_path)
-    assert manifest["pixels"]["bytes"] == len(CASES) * 160 * 160 * 3
+        infer.load_pixels(open_store(tmp_path), records.read(open_store(tmp_path), layout.shard_record(0)), tmp_path)
+    assert record["pixels"]["bytes"] == len(CASES) * 160 * 160 * 3

@@ -38,13 +38,13 @@ class JobRejected(Exception):
     """The API server refused a Job as invalid or forbidden: retrying the same manifest cannot help."""
 
 
-def create_job(manifest: dict) -> bool:
+def create_job(job: dict) -> bool:
     """Create a Job; False when it already exists (another pass or operator got there first)."""
     from kubernetes.client.exceptions import ApiException
 
     batch, _, _ = _clients()
     try:
-        batch.create_namespaced_job(manifest["metadata"]["namespace"], manifest)
+        batch.create_namespaced_job(job["metadata"]["namespace"], job)
         return True
     except ApiException as error:
         if error.status == 409:

@@ -72,14 +72,14 @@ def _combined_timing(markers: list[dict], batch_size: int) -> Timing:
     )
 
 
-def _read_batch_size(store, batch_size: int, manifests: list[dict], work: Path) -> tuple[list[str], np.ndarray, list]:
+def _read_batch_size(store, batch_size: int, shards: list[dict], work: Path) -> tuple[list[str], np.ndarray, list]:
     markers, missing, stale = [], [], []
-    for manifest in manifests:
-        index = manifest["index"]
+    for shard in shards:
+        index = shard["index"]
         marker = records.read(store, layout.result_marker(batch_size, index))
         if marker is None:
             missing.append(index)
-        elif marker["inputs"]["shard_sha256"] != manifest["pixels"]["sha256"]:
+        elif marker["inputs"]["shard_sha256"] != shard["pixels"]["sha256"]:
             stale.append(index)
         else:
             markers.append(marker)
@@ -90,16 +90,16 @@ def _read_batch_size(store, batch_size: int, manifests: list[dict], work: Path) 
             "re-run their inference; nothing was published"
         )
     names, blocks = [], []
-    for manifest, marker in zip(manifests, markers):
+    for shard, marker in zip(shards, markers):
         path = store.fetch(marker["tar"]["key"], work)
         if records.sha256_file(path) != marker["tar"]["sha256"]:
             raise UserError(f"{marker['tar']['key']} does not match its checksum: re-run inference of that shard")
         files, scores = results.parse_first_lines(results.first_lines_from_tar(path))
         shard_names = [results.image_name(f) for f in files]
-        if sorted(shard_names) != sorted(manifest["images"]):
+        if sorted(shard_names) != sorted(shard["images"]):
             raise UserError(
-                f"{marker['tar']['key']} holds {len(files)} results for the {len(manifest['images'])} images "
-                f"of shard {manifest['index']}: re-run inference of that shard"
+                f"{marker['tar']['key']} holds {len(files)} results for the {len(shard['images'])} images "
+                f"of shard {shard['index']}: re-run inference of that shard"
             )
         names += shard_names
         blocks.append(scores)
@@ -138,7 +138,7 @@ def _batch_report(batch_size: int, names, scores, markers, labels, labels_uri) -
 def _shard_records(store, shards: int) -> list[dict]:
     found, missing = [], []
     for index in range(shards):
-        record = records.read(store, layout.shard_manifest(index))
+        record = records.read(store, layout.shard_record(index))
         (found.append(record) if record else missing.append(index))
     if missing:
         raise UserError(f"shards {missing} do not exist under {store.uri}: run the shard stage; nothing was published")

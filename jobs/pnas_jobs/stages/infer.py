@@ -32,19 +32,19 @@ class ShardCorrupt(UserError):
     pass
 
 
-def load_pixels(store: Store, manifest: dict, work: Path) -> np.ndarray:
-    """A shard's pixels (memory-mapped), checked against its manifest's size and checksum."""
-    index, shape = manifest["index"], tuple(manifest["shape"])
+def load_pixels(store: Store, shard: dict, work: Path) -> np.ndarray:
+    """A shard's pixels (memory-mapped), checked against its record's size and checksum."""
+    index, shape = shard["index"], tuple(shard["shape"])
     if shape[0] == 0:
         return np.zeros(shape, dtype=np.uint8)
     try:
-        path = store.fetch(manifest["pixels"]["key"], work)
+        path = store.fetch(shard["pixels"]["key"], work)
     except NotFound:
-        raise ShardCorrupt(f"shard {index}: {manifest['pixels']['key']} is missing; re-run the shard stage") from None
+        raise ShardCorrupt(f"shard {index}: {shard['pixels']['key']} is missing; re-run the shard stage") from None
     size, expected = path.stat().st_size, int(np.prod(shape))
-    if size != expected or records.sha256_file(path) != manifest["pixels"]["sha256"]:
+    if size != expected or records.sha256_file(path) != shard["pixels"]["sha256"]:
         raise ShardCorrupt(
-            f"shard {index}: {manifest['pixels']['key']} is corrupt ({size} bytes, checksum mismatch); "
+            f"shard {index}: {shard['pixels']['key']} is corrupt ({size} bytes, checksum mismatch); "
             "re-run the shard stage"
         )
     return np.memmap(path, dtype=np.uint8, mode="r", shape=shape)
@@ -121,7 +121,7 @@ def main(p: InferParams) -> dict:
     convert = records.read(store, layout.CONVERT_RECORD)
     if convert is None:
         raise UserError(f"no converted model under {store.uri}: run the convert stage first")
-    shard = records.read(store, layout.shard_manifest(index))
+    shard = records.read(store, layout.shard_record(index))
     if shard is None:
         raise UserError(f"shard {index} does not exist under {store.uri}: run the shard stage first")
     model = model_entry(convert, backend, p.batch_size)

@@ -1,7 +1,7 @@
-"""Stage 2, shard: images + labels -> shard i as uint8 crops and a manifest.
+"""Stage 2, shard: images + labels -> shard i as uint8 crops and its record.
 
 The seed's imagenet_torch_preprocess.py writes one float32 `.bin` per image (1,314,732 bytes at
-331x331); a shard here is one file of uint8 crops (328,683 bytes an image) plus a JSON manifest
+331x331); a shard here is one file of uint8 crops (328,683 bytes an image) plus a JSON record
 with names, labels, shape, checksum and every image that could not be used, and why.
 """
 from __future__ import annotations
@@ -127,7 +127,7 @@ def main(p: ShardParams) -> dict:
         preprocess=config.to_dict(),
         keys_sha256=hashlib.sha256("\n".join(keys).encode()).hexdigest(),
     )
-    if not p.force and (done := records.finished(store, layout.shard_manifest(index), inputs)):
+    if not p.force and (done := records.finished(store, layout.shard_record(index), inputs)):
         log.info("shard %d: already done for these inputs; skipping", index)
         return done
     started = time.perf_counter()
@@ -150,7 +150,7 @@ def main(p: ShardParams) -> dict:
             pixels={"key": layout.shard_pixels(index), "sha256": crops["sha256"], "bytes": pixels.stat().st_size},
             seconds=seconds,
         )
-    records.write(store, layout.shard_manifest(index), record)  # last: the shard now exists
+    records.write(store, layout.shard_record(index), record)  # last: the shard now exists
     log.info(
         "shard %d/%d: %d images (%d failed) in %.1f s, %.0f images/s",
         index, p.shards, len(crops["images"]), len(crops["failed"]), seconds, len(keys) / seconds if seconds else 0.0,
