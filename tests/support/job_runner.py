@@ -6,7 +6,8 @@ in the emulator, `JOB_COMPLETION_INDEX` set), then writes the Job's status as th
 would: counters, completedIndexes, failedIndexes and the Complete/Failed condition. It honours
 `backoffLimitPerIndex`, `backoffLimit` and the pod failure policy's exit-code rule, and for each
 finished pod it stores a Pod object carrying the termination message (what the aggregate leaves
-in /dev/termination-log).
+in /dev/termination-log). What happens after a failed pod is job_controller.py's decision, as
+Kubernetes' Job controller makes it.
 
 Faults are injected per (Job name, index): `fail[(job, index)] = n` makes the first n pods of that
 index fail (exit 1, as a crashed node would) before the real command runs; `hold` keeps a Job's
@@ -25,6 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import kubernetes
+
+from support import job_controller
 
 TERMINATION_LOG = "/dev/termination-log"
 
@@ -83,34 +86,31 @@ class JobRunner:
         container = spec["template"]["spec"]["containers"][0]
         indexed = spec.get("completionMode") == "Indexed"
         completions = spec.get("completions", 1)
-        retries = spec.get("backoffLimitPerIndex") if indexed else spec.get("backoffLimit", 6)
-        stop_codes = {
-            code
-            for rule in (spec.get("podFailurePolicy") or {}).get("rules", [])
-            if rule["action"] in ("FailIndex", "FailJob") and "onExitCodes" in rule
-            for code in rule["onExitCodes"]["values"]
-        }
+        rules = job_controller.rules_of(job)  # what Kubernetes decides about a failed pod
         state = {"succeeded": set(), "failed": set(), "failed_pods": 0, "active": 0}
         self._write(name, state, indexed, None)
 
         def run_index(index: int) -> None:
-            for attempt in range(retries + 1):
+            attempt, failures = 0, 0
+            while True:
                 with self._lock:
                     state["active"] += 1
                 self._write(name, state, indexed, None)
                 code = self._run_pod(name, container, index if indexed else None, attempt)
+                attempt += 1
+                outcome = job_controller.pod_outcome(rules, code, failures)
                 with self._lock:
                     state["active"] -= 1
-                    if code == 0:
+                    if outcome == job_controller.SUCCEEDED:
                         state["succeeded"].add(index)
                     else:
                         state["failed_pods"] += 1
+                        failures += 1
+                        if outcome != job_controller.RETRY:
+                            state["failed"].add(index)
                 self._write(name, state, indexed, None)
-                if code == 0 or code in stop_codes:
+                if outcome != job_controller.RETRY:
                     break
-            if index not in state["succeeded"]:
-                with self._lock:
-                    state["failed"].add(index)
 
         list(self._pool.map(run_index, range(completions)))
         if state["failed"]:
