@@ -1,0 +1,66 @@
+"""The fidelity comparison against an independent, plain-Python computation on the same scores."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pnas_jobs import fidelity
+
+
+def independent(names, deployed, reference, labels, max_drop):
+    """Row by row, no shared helper: agreement with sorted(), accuracy with the seed's own argsort."""
+    def best(row, k):
+        return [c for c, _ in sorted(enumerate(row.tolist()), key=lambda cv: (-cv[1], cv[0]))[:k]]
+
+    n = len(names)
+    top1_same = [best(d, 1) == best(r, 1) for d, r in zip(deployed, reference)]
+    top5_same = [set(best(d, 5)) == set(best(r, 5)) for d, r in zip(deployed, reference)]
+    # accuracy as the seed's script scores it: the label among np.argsort(-row)[:k] (its own tie order)
+    hit = lambda rows, k: sum(int(label in np.argsort(-row)[:k]) for row, label in zip(rows, labels))  # noqa: E731
+    top1, ref1 = round(100 * hit(deployed, 1) / n, 2), round(100 * hit(reference, 1) / n, 2)
+    diffs = [abs(float(a) - float(b)) for d, r in zip(deployed, reference) for a, b in zip(d, r)]
+    return {
+        "top1Agreement": round(100 * sum(top1_same) / n, 2),
+        "top5Agreement": round(100 * sum(top5_same) / n, 2),
+        "top1": top1,
+        "referenceTop1": ref1,
+        "top1Drop": round(ref1 - top1, 2),
+        "maxAbsDiff": max(diffs),
+        "meanAbsDiff": sum(diffs) / len(diffs),
+        "disagreements": [name for name, same in zip(names, top1_same) if not same][:20],
+        "ok": round(ref1 - top1, 2) <= max_drop,
+    }
+
+
+@pytest.mark.parametrize("noise, max_drop", [(0.0, 0.1), (0.02, 0.1), (0.5, 0.1), (0.5, 50.0)])
+def test_compare_matches_an_independent_computation(noise, max_drop):
+    rng = np.random.default_rng(7)
+    reference = rng.normal(0, 1, (300, 1000)).astype(np.float32)
+    labels = reference.argmax(axis=1)
+    labels[::3] = rng.integers(0, 1000, 100)  # a third of the reference's answers are wrong
+    # float16 round trip, as ATC's default precision, plus noise
+    deployed = (reference.astype(np.float16).astype(np.float32) + rng.normal(0, noise, reference.shape)).astype(np.float32)
+    names = [f"ILSVRC2012_val_{i:08d}" for i in range(len(labels))]
+    got = fidelity.compare(names, deployed, reference, labels, max_drop, batch_size=4)
+    want = independent(names, deployed, reference, labels, max_drop)
+    assert {k: got[k] for k in want if k not in ("maxAbsDiff", "meanAbsDiff")} == {
+        k: v for k, v in want.items() if k not in ("maxAbsDiff", "meanAbsDiff")
+    }
+    assert got["maxAbsDiff"] == pytest.approx(want["maxAbsDiff"]) and got["meanAbsDiff"] == pytest.approx(want["meanAbsDiff"])
+    assert (got["batchSize"], got["images"]) == (4, 300)
+    if noise == 0.0:  # float16 rounding alone: ties among the best scores flip a few top-1 answers
+        assert 99.0 <= got["top1Agreement"] < 100.0 and got["maxAbsDiff"] < 1e-2
+
+
+def test_identical_outputs_agree_fully():
+    scores = np.random.default_rng(1).normal(size=(20, 10)).astype(np.float32)
+    got = fidelity.compare(list("abcdefghijklmnopqrst"), scores, scores.copy(), np.zeros(20, np.int64), 0.1, 1)
+    assert (got["top1Agreement"], got["top5Agreement"], got["top1Drop"], got["maxAbsDiff"], got["ok"]) == (100.0, 100.0, 0.0, 0.0, True)
+
+
+@pytest.mark.parametrize(
+    "shards, images, limit, sample",
+    [(16, 500, 0, (8,)), (10, 500, 5000, (5,)), (3, 500, 48, (0, 1, 2)), (16, 10000, 0, (2, 6, 10, 14)), (4, 1, 0, (2,))],
+)
+def test_the_sample_is_whole_shards_spread_over_the_set(shards, images, limit, sample):
+    assert fidelity.sample_shards(shards, images, limit) == sample
