@@ -8,6 +8,7 @@ import pytest
 from builders import ascend, planned, pnaseval
 from pnas_operator import manifests
 from pnas_operator.manifests import JobSettings, Owner
+from support import pod_security
 
 CHIP_310P3 = {"accelerator": "huawei-Ascend310P", "node.kubernetes.io/npu.chip.name": "310P3"}
 OWNER = Owner("eval", "ml", "1b4e28ba-2fa1-11d2-883f-0016d3cca427")
@@ -76,10 +77,7 @@ def test_inference_resources_follow_the_device(data, limits, selector, image):
     assert {k: v for k, v in container["resources"]["requests"].items() if "/" in k} == extended
     assert pod(job).get("nodeSelector") == selector
     assert container["image"] == (settings.ascend_image if image == "ascend" else settings.jobs_image)
-    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
-    assert ("/usr/local/Ascend/driver" in mounts) == (image == "ascend")
-    if image == "ascend":
-        assert mounts["/usr/local/Ascend/driver"]["readOnly"] is True
+    assert [m["mountPath"] for m in container["volumeMounts"]] == ["/tmp"]  # the Ascend runtime mounts the driver
     if "tolerations" in data["spec"].get("inference", {}):
         assert pod(job)["tolerations"] == data["spec"]["inference"]["tolerations"]
 
@@ -146,12 +144,33 @@ def test_pods_mount_no_api_token():
     assert all(pod(j)["automountServiceAccountToken"] is False for j in jobs(pnaseval()).values())
 
 
-def test_ascend_driver_mount_can_be_left_to_the_runtime():
-    mounted = pod(jobs(ascend(), JobSettings(ascend_driver_path="/opt/ascend/driver"))["infer-bs4"])["containers"][0]
-    assert {"name": "ASCEND_DRIVER_PATH", "value": "/opt/ascend/driver"} in mounted["env"]
-    bare = pod(jobs(ascend(), JobSettings(ascend_driver_path=""))["infer-bs4"])
+def test_the_ascend_driver_is_left_to_the_runtime_unless_a_host_path_is_given():
+    """The Ascend Docker Runtime mounts the driver; a hostPath volume is an opt-in for clusters without it."""
+    bare = pod(jobs(ascend())["infer-bs4"])
     assert [v["name"] for v in bare["volumes"]] == ["scratch"]
     assert all(e["name"] != "ASCEND_DRIVER_PATH" for e in bare["containers"][0]["env"])
+    mounted = pod(jobs(ascend(), JobSettings(ascend_driver_path="/opt/ascend/driver"))["infer-bs4"])
+    assert {"name": "ASCEND_DRIVER_PATH", "value": "/opt/ascend/driver"} in mounted["containers"][0]["env"]
+    assert {"name": "ascend-driver", "mountPath": "/opt/ascend/driver", "readOnly": True} in mounted["containers"][0]["volumeMounts"]
+    assert mounted["volumes"][1] == {"name": "ascend-driver", "hostPath": {"path": "/opt/ascend/driver", "type": "Directory"}}
+    with pytest.raises(ValueError, match="ascend_driver_path"):
+        JobSettings(ascend_driver_path="usr/local/Ascend/driver")  # a host path is absolute
+
+
+@pytest.mark.parametrize(
+    "data",
+    [pnaseval(), pnaseval(inference={"device": "cuda"}), ascend(), ascend(convert={"socVersion": "Ascend910B3"}),
+     ascend(scheduling={"schedulerName": "volcano", "queueName": "team-a"})],
+)  # fmt: skip
+def test_every_pod_passes_pod_security_restricted(data):
+    for step, job in jobs(data).items():
+        template = job["spec"]["template"]
+        assert pod_security.violations(template["spec"], template["metadata"].get("annotations")) == [], step
+    opted_in = jobs(data, JobSettings(ascend_driver_path="/usr/local/Ascend/driver"))
+    for step, job in opted_in.items():  # the opt-in costs exactly the hostPath rule, and only on Ascend pods
+        found = pod_security.violations(pod(job))
+        ascend_pod = job["spec"]["template"]["spec"]["containers"][0]["image"] == JobSettings().ascend_image
+        assert found == (["volume ascend-driver: type hostPath is not allowed (restricted)"] if ascend_pod else []), step
 
 
 def test_empty_settings_mean_none(monkeypatch):

@@ -37,7 +37,10 @@ class JobSettings(BaseModel):
     # find the finished aggregate Job, and its pod, to read the run's summary
     job_ttl_seconds: int | None = Field(86400, ge=60)
     retries: int = Field(RetryPolicy().retries, ge=0)  # of one pod: a shard alone, or a whole single-pod step
-    ascend_driver_path: str = "/usr/local/Ascend/driver"  # empty: the Ascend runtime mounts it
+    # Host path of the Ascend driver, mounted into Ascend pods as a hostPath volume. Empty (the default):
+    # the Ascend Docker Runtime mounts the driver itself, and every pod passes Pod Security "restricted",
+    # which refuses hostPath volumes; set it only on clusters without that runtime
+    ascend_driver_path: str = Field("", pattern=r"^(/.*)?$")
     scratch_size: str = "20Gi"
     run_as_user: int = 1000
     run_as_group: int = 1000
