@@ -66,6 +66,9 @@ SCENARIOS: dict[str, dict] = {
             "runAsUser": 2000,
             "runAsGroup": 3000,
             "resources": {"requests": {"cpu": 2, "memory": "8Gi"}, "limits": {"memory": "32Gi"}},
+            "schedulerName": "volcano",
+            "queueName": "site-queue",
+            "priorityClassName": "batch-low",
         },
     },
     "existing-service-accounts": {
@@ -367,6 +370,9 @@ def test_values_reach_the_jobs_through_the_operator_settings(scenario):
     assert jobs.retries == merged["retries"]
     assert (jobs.ascend_driver_path, jobs.scratch_size) == (merged["ascendDriverPath"], merged["scratchSize"])
     assert (jobs.run_as_user, jobs.run_as_group) == (merged["runAsUser"], merged["runAsGroup"])
+    assert (jobs.scheduler_name, jobs.queue_name, jobs.priority_class_name) == (
+        merged["schedulerName"], merged["queueName"], merged["priorityClassName"]
+    )
     resources = merged["resources"]
     assert (jobs.cpu_request, jobs.memory_request, jobs.memory_limit) == (
         str(resources["requests"]["cpu"]), resources["requests"]["memory"], resources["limits"]["memory"]
@@ -467,6 +473,7 @@ def test_no_credential_outside_a_secret(scenario):
         ({"jobs": {"resources": {"limits": {"cpu": "2"}}}}, "/jobs/resources/limits", "'cpu' not allowed"),
         ({"jobs": {"runAsUser": 0}}, "/jobs/runAsUser", "minimum"),
         ({"jobs": {"ascendDriverPath": "usr/local/Ascend/driver"}}, "/jobs/ascendDriverPath", "does not match pattern"),
+        ({"jobs": {"queueName": "team a"}}, "/jobs/queueName", "does not match pattern"),
         ({"jobs": {"ttlSecondsAfterFinished": 0}}, "/jobs/ttlSecondsAfterFinished", "minimum"),
         ({"watchNamespace": "Team_A"}, "/watchNamespace", "does not match pattern"),
         ({"minio": {"service": {"type": "Ingress"}}}, "/minio/service/type", "must be one of"),

@@ -180,3 +180,77 @@ def test_empty_settings_mean_none(monkeypatch):
     monkeypatch.setenv("PNAS_OPERATOR_JOBS_SERVICE_ACCOUNT", "")
     settings = OperatorSettings().job_settings()
     assert settings.job_ttl_seconds is None and settings.jobs_service_account is None
+
+
+# ------------------------------------------------------------------ scheduling: Kueue, Volcano, priorities
+
+SCHEDULING = {
+    "queueName": "team-a", "priorityClassName": "eval-low", "activeDeadlineSeconds": 7200,
+    "podLabels": {"team": "vision", "pnaseval.io/name": "not-this"}, "podAnnotations": {"example.com/cost-center": "42"},
+}  # fmt: skip
+
+
+def test_scheduling_reaches_every_job_and_pod():
+    built = jobs(ascend(scheduling=SCHEDULING))
+    assert len(built) == 4
+    for step, job in built.items():
+        assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a", step
+        assert "suspend" not in job["spec"]  # Kueue's webhook suspends the Job and admits it: never the operator
+        assert job["spec"]["activeDeadlineSeconds"] == 7200
+        template = job["spec"]["template"]
+        assert template["metadata"]["labels"]["team"] == "vision"
+        assert template["metadata"]["labels"]["pnaseval.io/name"] == "eval"  # the operator's own labels stay
+        assert "kueue.x-k8s.io/queue-name" not in template["metadata"]["labels"]
+        assert template["metadata"]["annotations"] == {"example.com/cost-center": "42"}
+        assert template["spec"]["priorityClassName"] == "eval-low" and "schedulerName" not in template["spec"]
+
+
+def test_without_scheduling_the_jobs_carry_none_of_it():
+    for job in jobs(ascend()).values():
+        assert "kueue.x-k8s.io/queue-name" not in job["metadata"]["labels"]
+        assert not {"activeDeadlineSeconds", "suspend"} & set(job["spec"])
+        assert not {"schedulerName", "priorityClassName"} & set(pod(job))
+        assert "annotations" not in job["spec"]["template"]["metadata"]
+
+
+def test_the_operator_defaults_apply_unless_the_spec_says_otherwise():
+    settings = JobSettings(scheduler_name="volcano", queue_name="site-queue", priority_class_name="batch")
+    default = jobs(ascend(), settings)["infer-bs4"]
+    assert default["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "site-queue"
+    assert (pod(default)["schedulerName"], pod(default)["priorityClassName"]) == ("volcano", "batch")
+    own = jobs(ascend(scheduling={"queueName": "team-a", "schedulerName": "default-scheduler"}), settings)["infer-bs4"]
+    assert own["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
+    assert pod(own)["schedulerName"] == "default-scheduler"
+    assert all(e["name"] != "ASCEND_VISIBLE_DEVICES" for e in pod(own)["containers"][0]["env"])
+
+
+def visible_devices(job) -> dict | None:
+    env = {e["name"]: e for e in pod(job)["containers"][0]["env"]}
+    return env.get("ASCEND_VISIBLE_DEVICES")
+
+
+@pytest.mark.parametrize(
+    "soc, resource",
+    [("Ascend310P3", "huawei.com/Ascend310P"), ("Ascend910B3", "huawei.com/Ascend910"), ("Ascend310", "huawei.com/Ascend310")],
+)
+def test_volcano_mode_reads_the_npus_from_the_annotation_volcano_writes(soc, resource):
+    built = jobs(ascend(convert={"socVersion": soc}, scheduling={"schedulerName": "volcano"}))
+    assert all(pod(job)["schedulerName"] == "volcano" for job in built.values())
+    assert visible_devices(built["infer-bs4"]) == {
+        "name": "ASCEND_VISIBLE_DEVICES", "valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{resource}']"}},
+    }  # fmt: skip
+    assert pod(built["infer-bs4"])["containers"][0]["resources"]["limits"][resource] == "1"
+    for step in ("convert", "shard", "aggregate"):  # no NPU asked for: nothing to read
+        assert visible_devices(built[step]) is None, step
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        ascend(),  # the device plugin sets ASCEND_VISIBLE_DEVICES itself
+        ascend(scheduling={"schedulerName": "volcano"}, inference={"resources": {"huawei.com/Ascend310P-2c": 1}}),  # a vNPU
+        pnaseval(inference={"device": "cuda"}, scheduling={"schedulerName": "volcano"}),
+    ],
+)
+def test_no_downward_api_devices_outside_volcano_whole_npu_pods(data):
+    assert all(visible_devices(job) is None for job in jobs(data).values())
