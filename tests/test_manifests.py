@@ -8,7 +8,9 @@ import pytest
 from builders import ascend, planned, pnaseval
 from pnas_operator import manifests
 from pnas_operator.manifests import JobSettings, Owner
+from pnas_jobs.params import CPUS_ENV, cpu_share
 from support import pod_security
+from support.job_runner import cpu_field, millicores
 
 CHIP_310P3 = {"accelerator": "huawei-Ascend310P", "node.kubernetes.io/npu.chip.name": "310P3"}
 OWNER = Owner("eval", "ml", "1b4e28ba-2fa1-11d2-883f-0016d3cca427")
@@ -254,3 +256,42 @@ def test_volcano_mode_reads_the_npus_from_the_annotation_volcano_writes(soc, res
 )
 def test_no_downward_api_devices_outside_volcano_whole_npu_pods(data):
     assert all(visible_devices(job) is None for job in jobs(data).values())
+
+
+# ------------------------------------------------------------------ CPU threads: the pod's share, never the node's
+
+
+def cpu_env(job) -> dict:
+    (item,) = [e for e in pod(job)["containers"][0]["env"] if e["name"] == CPUS_ENV]
+    return item["valueFrom"]["resourceFieldRef"]
+
+
+@pytest.mark.parametrize(
+    "resources, field, expected_threads",
+    [
+        (None, "requests.cpu", 1),  # the operator's default request, 1 CPU
+        ({"cpu": "2"}, "limits.cpu", 2),
+        ({"cpu": "1500m"}, "limits.cpu", 1),  # rounded down: three such pods fit 4.5 CPUs with 3 threads, not 6
+        ({"cpu": "500m"}, "limits.cpu", 1),  # at least one
+        ({"cpu": 4, "memory": "8Gi"}, "limits.cpu", 4),
+    ],
+)
+def test_an_infer_pod_sizes_its_threads_to_its_cpu_share(monkeypatch, resources, field, expected_threads):
+    """From the Job to the thread count: the builder's downward-API field, resolved as the kubelet
+    resolves it (support/job_runner.cpu_field), read by the stage (params.cpu_share)."""
+    inference = {"resources": resources} if resources else {}
+    job = jobs(pnaseval(inference=inference))["infer-bs4"]
+    ref = cpu_env(job)
+    assert ref == {"containerName": "infer", "resource": field, "divisor": "1m"}
+    monkeypatch.setenv(CPUS_ENV, cpu_field(pod(job)["containers"][0], ref))
+    assert cpu_share() == expected_threads
+
+
+def test_pods_on_one_node_never_ask_for_more_threads_than_their_cpus(monkeypatch):
+    """The scheduler places pods by their requests (= their limits when the spec sets cpu), so threads
+    that never exceed a pod's request never oversubscribe the node, whatever the mix."""
+    for cpu in ("1", "1100m", "1999m", "2", "2500m", "3", "7900m"):
+        job = jobs(pnaseval(inference={"resources": {"cpu": cpu}}))["infer-bs4"]
+        container = pod(job)["containers"][0]
+        monkeypatch.setenv(CPUS_ENV, cpu_field(container, cpu_env(job)))
+        assert 1000 * cpu_share() <= millicores(container["resources"]["requests"]["cpu"]), cpu

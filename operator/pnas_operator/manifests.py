@@ -108,8 +108,9 @@ def _env(plan: Plan, step: Step, spec: PnasEvalSpec, settings: JobSettings) -> l
         {"name": ACCESS_KEY_ENV[0], "valueFrom": {"secretKeyRef": {"name": secret, "key": "accessKey"}}},
         {"name": SECRET_KEY_ENV[0], "valueFrom": {"secretKeyRef": {"name": secret, "key": "secretKey"}}},
         {"name": "HOME", "value": SCRATCH},  # caches (torch hub, timm) go to the writable scratch volume
-        # the CPUs this pod was given (its limit, else its request, rounded up): a stage sizes its threads to it
-        {"name": CPUS_ENV, "valueFrom": {"resourceFieldRef": {"containerName": step.stage, "resource": _cpu_field(step)}}},
+        # the CPU this pod was given (its limit, else its request), in millicores: a stage sizes its threads to it.
+        # Divisor 1m: the default divisor 1 rounds up (1500m -> 2), and two such pods would oversubscribe 3 CPUs
+        {"name": CPUS_ENV, "valueFrom": {"resourceFieldRef": _cpu_field(step)}},
     ]
     if step.image == "ascend" and settings.ascend_driver_path:
         env.append({"name": "ASCEND_DRIVER_PATH", "value": settings.ascend_driver_path})
@@ -151,9 +152,10 @@ def _volcano_devices(step: Step, spec: PnasEvalSpec, settings: JobSettings) -> l
     return [{"name": VISIBLE_DEVICES, "valueFrom": {"fieldRef": {"fieldPath": field}}}]
 
 
-def _cpu_field(step: Step) -> str:
+def _cpu_field(step: Step) -> dict:
     # without a limit the downward API gives the node's allocatable CPUs: then the request is the share
-    return "limits.cpu" if step.placement and "cpu" in step.placement.resources else "requests.cpu"
+    resource = "limits.cpu" if step.placement and "cpu" in step.placement.resources else "requests.cpu"
+    return {"containerName": step.stage, "resource": resource, "divisor": "1m"}
 
 
 def _resources(step: Step, settings: JobSettings) -> dict:

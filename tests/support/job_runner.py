@@ -214,18 +214,21 @@ class JobRunner:
 
 def cpu_field(container: dict, ref: dict) -> str:
     """The downward API's `limits.cpu` / `requests.cpu`, as the kubelet resolves them: a missing
-    limit is the node's allocatable CPUs (here: this machine's), and the value is rounded up to a
-    whole number with the default divisor 1 (kubernetes pkg/api/v1/resource/helpers.go,
-    convertResourceCPUToString: ceil(milliValue / divisor))."""
+    limit is the node's allocatable CPUs (here: this machine's), and the value is ceil(milliValue /
+    divisor) with the divisor's milli value, default 1 (kubernetes pkg/api/v1/resource/helpers.go,
+    convertResourceCPUToString): 1500m is "2" with divisor 1, "1500" with divisor 1m."""
     kind, _, resource = ref["resource"].partition(".")
     if resource != "cpu":
         raise KeyError(f"the test kubelet resolves cpu fields only, not {ref['resource']}")
     value = (container.get("resources") or {}).get(kind, {}).get("cpu")
-    if value is None:
-        return str(len(os.sched_getaffinity(0)))
-    text = str(value)
-    milli = int(text[:-1]) if text.endswith("m") else int(float(text) * 1000)
-    return str(-(-milli // 1000))
+    milli = millicores(value) if value is not None else 1000 * len(os.sched_getaffinity(0))
+    divisor = millicores(ref.get("divisor", "1"))
+    return str(-(-milli // divisor))
+
+
+def millicores(quantity) -> int:
+    text = str(quantity)
+    return int(text[:-1]) if text.endswith("m") else int(float(text) * 1000)
 
 
 def npu_request(container: dict) -> tuple[str, int] | None:

@@ -95,5 +95,6 @@ def _container(container: dict, pod: dict) -> list[str]:
         found.append("securityContext.capabilities.drop must include ALL")
     added = set(capabilities.get("add") or [])
     if added - {"NET_BIND_SERVICE"}:
-        found.append(f"securityContext.capabilities.add: {sorted(added - {'NET_BIND_SERVICE'})} (restricted allows NET_BIND_SERVICE)")
+        extra = sorted(added - {"NET_BIND_SERVICE"})
+        found.append(f"securityContext.capabilities.add: {extra} (restricted allows NET_BIND_SERVICE only)")
     return found
