@@ -120,6 +120,10 @@ def test_results_are_the_bytes_ais_bench_writes(om_run, tmp_path, release):
     ],
 )
 def test_device_ids_are_logical(om_run, tmp_path, visible, extra, code, device):
+    """ASCEND_VISIBLE_DEVICES holds PHYSICAL ids (the device plugin's "3", or Volcano's "Ascend310P-3");
+    inside the container ACL numbers the NPUs from 0, so InferSession takes 0..count-1 and a physical id
+    fails as aclrtSetDevice does (mind-cluster ascend-device-plugin common.go SetAscendRuntimeEnv,
+    ascend-docker-runtime process.go; LOCAL_RANK, the logical ids, only in dynamic vNPU mode)."""
     log = tmp_path / "ais.log"
     env = {**ASCEND, "FAKE_AIS_LOG": str(log), "ASCEND_VISIBLE_DEVICES": visible}
     result = infer_cli(om_run, 4, env, "--force", *extra)
