@@ -202,8 +202,9 @@ def first_lines_from_tar(path: Path) -> Iterator[tuple[str, bytes]]:
             for name, start, stop in members:
                 if name.endswith(".txt"):
                     end = data.find(b"\n", start, stop)
-                    end = stop if end < 0 else end
-                    while end > start and data[end - 1] == _SPACE:  # ais_bench ends a row with " \n"
+                    if end < 0:
+                        end = stop
+                    if end > start and data[end - 1] == _SPACE:  # ais_bench ends a row with " \n"
                         end -= 1
                     yield name.rsplit("/", 1)[-1], data[start:end]
         finally:
