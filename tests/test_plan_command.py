@@ -48,6 +48,7 @@ def test_ascend_910b_in_volcano_mode_from_its_example(capsys):
     assert pod(infer)["nodeSelector"] == {"accelerator": "huawei-Ascend910", "node.kubernetes.io/npu.chip.name": "910B3"}
     assert pod(infer)["tolerations"] == [{"key": "huawei.com/Ascend910", "operator": "Exists", "effect": "NoSchedule"}]
     assert all(pod(job)["schedulerName"] == "volcano" for job in jobs.values())
+    assert all(job["spec"]["template"]["metadata"]["labels"]["ring-controller.atlas"] == "ascend-910b" for job in jobs.values())
     assert env(infer)["ASCEND_VISIBLE_DEVICES"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.annotations['huawei.com/Ascend910']"}}
     assert "ASCEND_VISIBLE_DEVICES" not in env(jobs["convert"])  # ATC needs no NPU
     assert "--soc_version" not in " ".join(pod(jobs["convert"])["containers"][0]["command"])  # the stage builds ATC's call
