@@ -10,7 +10,7 @@ import time
 import traceback
 from pathlib import Path
 
-from benchmarks import aggregation, backends, pipeline, planning, preprocess
+from benchmarks import aggregation, backends, pipeline, planning, preprocess, threads
 from benchmarks.common import FULL, SMOKE, REPO, Context, Row
 from benchmarks.report import markdown, plot
 
@@ -20,9 +20,10 @@ MODULES = {
     "aggregation": aggregation,
     "preprocess": preprocess,
     "pipeline": pipeline,
+    "threads": threads,
     "backends": backends,
 }
-ROW_ORDER = ["1", "2a", "2b", "3", "4a", "4b", "5", "6", "7"]
+ROW_ORDER = ["1", "2a", "2b", "3", "4a", "4b", "5", "6", "7", "8"]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

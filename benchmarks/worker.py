@@ -76,10 +76,25 @@ def loop(options: dict) -> dict:
     batch = transform.normalize(np.asarray(pixels[np.arange(batch_size) % len(pixels)]), config)
     session = backend.open(model_path=model_path, device=options["device"], batch_size=batch_size, threads=options["threads"])
     try:
+        if options.get("barrier"):  # concurrent workers: time only while all of them compute
+            session.infer(batch)
+            _wait_for_all(Path(options["barrier"]), options["parties"])
         rate = _rate(lambda b: session.infer(b), batch, options["images"])
     finally:
         session.close()
     return {"images_per_s": rate}
+
+
+def _wait_for_all(folder: Path, parties: int, timeout: float = 600.0) -> None:
+    """A barrier between processes: each leaves a file, then waits until `parties` files are there."""
+    import os
+
+    (folder / f"ready-{os.getpid()}").touch()
+    deadline = time.monotonic() + timeout
+    while len(list(folder.glob("ready-*"))) < parties:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {len(list(folder.glob('ready-*')))} of {parties} workers got ready")
+        time.sleep(0.005)
 
 
 def seed_preprocess(options: dict) -> dict:

@@ -8,7 +8,8 @@ if [ -f "$toolkit" ]; then
 else
     echo "pnas-eval: $toolkit not found: ATC and ais_bench will not run (is this a CANN image?)" >&2
 fi
-# the host's driver, mounted by the operator (PNAS_OPERATOR_ASCEND_DRIVER_PATH): ACL loads its libraries
+# the driver, where the Ascend Docker Runtime mounts it (/usr/local/Ascend/driver), or where the operator
+# mounts it as a hostPath when PNAS_OPERATOR_ASCEND_DRIVER_PATH is set: ACL loads its libraries
 driver="${ASCEND_DRIVER_PATH:-/usr/local/Ascend/driver}"
 export LD_LIBRARY_PATH="$driver/lib64:$driver/lib64/common:$driver/lib64/driver${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 exec python3 -m pnas_jobs "$@"

@@ -8,6 +8,7 @@ credential may appear outside a Secret.
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import os
 import re
@@ -29,6 +30,7 @@ from pnas_jobs.plan import cluster_problems, make_plan
 from pnas_jobs.spec import load_manifest
 from pnas_operator import manifests
 from pnas_operator.settings import OperatorSettings
+from support import pod_security
 
 REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "charts" / "pnas-eval"
@@ -64,6 +66,9 @@ SCENARIOS: dict[str, dict] = {
             "runAsUser": 2000,
             "runAsGroup": 3000,
             "resources": {"requests": {"cpu": 2, "memory": "8Gi"}, "limits": {"memory": "32Gi"}},
+            "schedulerName": "volcano",
+            "queueName": "site-queue",
+            "priorityClassName": "batch-low",
         },
     },
     "existing-service-accounts": {
@@ -160,18 +165,15 @@ def pod_specs(obj: dict) -> list[dict]:
     return []
 
 
-def check_pod_security(pod: dict, where: str) -> None:
-    pod_context = pod.get("securityContext") or {}
-    assert pod_context.get("runAsNonRoot") is True, where
-    assert pod_context.get("seccompProfile") == {"type": "RuntimeDefault"}, where
-    for container in pod["containers"] + pod.get("initContainers", []):
+def check_pod_security(pod: dict, where: str, annotations: dict | None = None) -> None:
+    """The restricted Pod Security level, every rule of it, volumes included (support/pod_security.py),
+    and the project's own: a read-only root file system and memory bounds on every container."""
+    assert pod_security.violations(pod, annotations) == [], where
+    for container in pod_security.containers(pod):
         context = container.get("securityContext") or {}
         name = f"{where} container {container['name']}"
-        assert context.get("runAsNonRoot", pod_context.get("runAsNonRoot")) is True, name
         assert context.get("readOnlyRootFilesystem") is True, name
-        assert context.get("allowPrivilegeEscalation") is False, name
         assert context.get("capabilities", {}).get("drop") == ["ALL"], name
-        assert not context.get("privileged"), name
         resources = container.get("resources") or {}
         assert resources.get("requests", {}).get("memory") and resources.get("limits", {}).get("memory"), name
 
@@ -291,10 +293,39 @@ def test_no_rbac_when_disabled():
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_every_pod_is_restricted(scenario):
-    pods = [(o["metadata"]["name"], spec) for o in objects(scenario) for spec in pod_specs(o)]
+    pods = [(o["metadata"]["name"], o["spec"]["template"], spec) for o in objects(scenario) for spec in pod_specs(o)]
     assert pods
-    for name, pod in pods:
-        check_pod_security(pod, name)
+    for name, template, pod in pods:
+        check_pod_security(pod, name, template["metadata"].get("annotations"))
+
+
+@pytest.mark.parametrize(
+    "change, says",
+    [
+        (lambda p: p["volumes"].append({"name": "driver", "hostPath": {"path": "/usr/local/Ascend/driver"}}), "type hostPath"),
+        (lambda p: p["volumes"].append({"name": "nfs", "nfs": {"server": "x", "path": "/"}}), "type nfs"),
+        (lambda p: p.update(hostNetwork=True), "hostNetwork"),
+        (lambda p: [c.pop("seccompProfile", None) for c in (p["securityContext"], p["containers"][0]["securityContext"])],
+         "seccompProfile must be"),
+        (lambda p: p["securityContext"].update(runAsUser=0), "runAsUser: 0"),
+        (lambda p: p["securityContext"].update(sysctls=[{"name": "kernel.msgmax", "value": "1"}]), "kernel.msgmax"),
+        (lambda p: p["containers"][0]["securityContext"].pop("allowPrivilegeEscalation"), "allowPrivilegeEscalation"),
+        (lambda p: p["containers"][0]["securityContext"].update(runAsNonRoot=False), "runAsNonRoot"),
+        (lambda p: p["containers"][0]["securityContext"].update(privileged=True), "privileged"),
+        (lambda p: p["containers"][0]["securityContext"]["capabilities"].update(add=["SYS_ADMIN"]), "SYS_ADMIN"),
+        (lambda p: p["containers"][0]["securityContext"].update(seccompProfile={"type": "Unconfined"}), "Unconfined"),
+        (lambda p: p["containers"][0]["securityContext"].update(seLinuxOptions={"type": "spc_t"}), "seLinuxOptions"),
+        (lambda p: p["containers"][0]["securityContext"].update(procMount="Unmasked"), "procMount"),
+        (lambda p: p["containers"][0].update(ports=[{"containerPort": 80, "hostPort": 80}]), "hostPort"),
+    ],
+)  # fmt: skip
+def test_the_restricted_check_can_fail(change, says):
+    """Each rule of the check, broken once on a pod that passes (the operator's)."""
+    pod = copy.deepcopy(operator_deployment(objects("default"))["spec"]["template"]["spec"])
+    assert pod_security.violations(pod) == []
+    change(pod)
+    found = pod_security.violations(pod)
+    assert len(found) == 1 and says in found[0], found
 
 
 def test_operator_deployment_is_one_recreated_replica_with_a_liveness_probe():
@@ -339,6 +370,9 @@ def test_values_reach_the_jobs_through_the_operator_settings(scenario):
     assert jobs.retries == merged["retries"]
     assert (jobs.ascend_driver_path, jobs.scratch_size) == (merged["ascendDriverPath"], merged["scratchSize"])
     assert (jobs.run_as_user, jobs.run_as_group) == (merged["runAsUser"], merged["runAsGroup"])
+    assert (jobs.scheduler_name, jobs.queue_name, jobs.priority_class_name) == (
+        merged["schedulerName"], merged["queueName"], merged["priorityClassName"]
+    )
     resources = merged["resources"]
     assert (jobs.cpu_request, jobs.memory_request, jobs.memory_limit) == (
         str(resources["requests"]["cpu"]), resources["requests"]["memory"], resources["limits"]["memory"]
@@ -438,6 +472,8 @@ def test_no_credential_outside_a_secret(scenario):
         ({"jobs": {"resources": {"requests": {"cpu": "lots"}}}}, "/jobs/resources/requests/cpu", "does not match pattern"),
         ({"jobs": {"resources": {"limits": {"cpu": "2"}}}}, "/jobs/resources/limits", "'cpu' not allowed"),
         ({"jobs": {"runAsUser": 0}}, "/jobs/runAsUser", "minimum"),
+        ({"jobs": {"ascendDriverPath": "usr/local/Ascend/driver"}}, "/jobs/ascendDriverPath", "does not match pattern"),
+        ({"jobs": {"queueName": "team a"}}, "/jobs/queueName", "does not match pattern"),
         ({"jobs": {"ttlSecondsAfterFinished": 0}}, "/jobs/ttlSecondsAfterFinished", "minimum"),
         ({"watchNamespace": "Team_A"}, "/watchNamespace", "does not match pattern"),
         ({"minio": {"service": {"type": "Ingress"}}}, "/minio/service/type", "must be one of"),

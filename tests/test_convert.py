@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 
 import pytest
 import torch
@@ -14,6 +13,7 @@ from pnas_jobs.params import ConvertParams, ShardParams
 from pnas_jobs import layout, records
 from pnas_jobs.errors import UserError
 from pnas_jobs.stages import convert
+from support import fake_atc
 
 
 @pytest.fixture(scope="module")
@@ -102,26 +102,30 @@ def test_om_target_without_atc_prints_the_commands(tmp_path):
 
 
 def test_om_target_with_a_stand_in_atc(tmp_path, monkeypatch):
-    """ATC cannot run here: a stand-in `atc` on PATH records its arguments and writes the .om file."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    atc = bin_dir / "atc"
-    atc.write_text(
-        "#!/bin/sh\necho \"$@\" >> \"$ATC_LOG\"\n"
-        "for a in \"$@\"; do case $a in --output=*) out=${a#--output=};; esac; done\n"
-        "printf 'om' > \"$out.om\"\n"
-    )
-    atc.chmod(atc.stat().st_mode | stat.S_IEXEC)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    """ATC cannot run here: the stand-in (tests/support/fake_atc.py) records its arguments and writes
+    `model_bs<B>_linux_x86_64.om`, as CANN's ATC names models that pack op binaries."""
+    fake_atc.install(tmp_path / "bin")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("ATC_LOG", str(tmp_path / "atc.log"))
-    record = convert.main(ConvertParams(root=str(tmp_path / "run"), model=TINY_MODEL, weights="random", target="om", batch_sizes=(1, 4), soc_version="Ascend910B"))
-    assert sorted(record["om"]) == ["1", "4"]
-    assert (tmp_path / "run" / layout.om_model(4)).read_bytes() == b"om"
+    record = convert.main(ConvertParams(root=str(tmp_path / "run"), model=TINY_MODEL, weights="random", target="om", batch_sizes=(4, 48), soc_version="Ascend910B3"))
+    assert sorted(record["om"]) == ["4", "48"]  # model_bs4_*.om is not model_bs48_*.om
+    onnx_bytes = (tmp_path / "run" / layout.ONNX_MODEL).read_bytes()
+    assert (tmp_path / "run" / layout.om_model(4)).read_bytes() == onnx_bytes
     calls = (tmp_path / "atc.log").read_text().splitlines()
-    assert calls[1] == (
+    assert calls[0] == (
         "--framework=5 --model=model.onnx --input_format=NCHW --input_shape=image:4,3,160,160 "
-        "--output=model_bs4 --log=error --soc_version=Ascend910B"
+        "--output=model_bs4 --log=error --soc_version=Ascend910B3"
     )
+
+
+def test_an_atc_failure_names_the_batch_size_and_what_atc_said(tmp_path, monkeypatch):
+    atc = tmp_path / "bin" / "atc"
+    atc.parent.mkdir()
+    atc.write_text("#!/bin/sh\necho 'E19010: soc_version Ascend999 is not supported' >&2\nexit 1\n")
+    atc.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{atc.parent}{os.pathsep}{os.environ['PATH']}")
+    with pytest.raises(UserError, match=r"atc failed for batch size 4 \(exit 1, wrote no model_bs4.om or model_bs4_\*.om\): E19010"):
+        convert.main(ConvertParams(root=str(tmp_path / "run"), model=TINY_MODEL, weights="random", target="om", batch_sizes=(4,)))
 
 
 def test_a_parity_failure_fails_the_stage(tmp_path):

@@ -55,7 +55,7 @@ def spec_schema() -> dict:
 
 
 def test_the_examples_are_here():
-    assert {p.name for p in CLUSTER} >= {"seed-310p.yaml", "cpu.yaml", "gpu.yaml"}
+    assert {p.name for p in CLUSTER} >= {"seed-310p.yaml", "seed-910b.yaml", "cpu.yaml", "gpu.yaml"}
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=ids)

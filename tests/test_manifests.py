@@ -8,6 +8,9 @@ import pytest
 from builders import ascend, planned, pnaseval
 from pnas_operator import manifests
 from pnas_operator.manifests import JobSettings, Owner
+from pnas_jobs.params import CPUS_ENV, cpu_share
+from support import pod_security
+from support.job_runner import cpu_field, millicores
 
 CHIP_310P3 = {"accelerator": "huawei-Ascend310P", "node.kubernetes.io/npu.chip.name": "310P3"}
 OWNER = Owner("eval", "ml", "1b4e28ba-2fa1-11d2-883f-0016d3cca427")
@@ -76,10 +79,7 @@ def test_inference_resources_follow_the_device(data, limits, selector, image):
     assert {k: v for k, v in container["resources"]["requests"].items() if "/" in k} == extended
     assert pod(job).get("nodeSelector") == selector
     assert container["image"] == (settings.ascend_image if image == "ascend" else settings.jobs_image)
-    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
-    assert ("/usr/local/Ascend/driver" in mounts) == (image == "ascend")
-    if image == "ascend":
-        assert mounts["/usr/local/Ascend/driver"]["readOnly"] is True
+    assert [m["mountPath"] for m in container["volumeMounts"]] == ["/tmp"]  # the Ascend runtime mounts the driver
     if "tolerations" in data["spec"].get("inference", {}):
         assert pod(job)["tolerations"] == data["spec"]["inference"]["tolerations"]
 
@@ -146,12 +146,33 @@ def test_pods_mount_no_api_token():
     assert all(pod(j)["automountServiceAccountToken"] is False for j in jobs(pnaseval()).values())
 
 
-def test_ascend_driver_mount_can_be_left_to_the_runtime():
-    mounted = pod(jobs(ascend(), JobSettings(ascend_driver_path="/opt/ascend/driver"))["infer-bs4"])["containers"][0]
-    assert {"name": "ASCEND_DRIVER_PATH", "value": "/opt/ascend/driver"} in mounted["env"]
-    bare = pod(jobs(ascend(), JobSettings(ascend_driver_path=""))["infer-bs4"])
+def test_the_ascend_driver_is_left_to_the_runtime_unless_a_host_path_is_given():
+    """The Ascend Docker Runtime mounts the driver; a hostPath volume is an opt-in for clusters without it."""
+    bare = pod(jobs(ascend())["infer-bs4"])
     assert [v["name"] for v in bare["volumes"]] == ["scratch"]
     assert all(e["name"] != "ASCEND_DRIVER_PATH" for e in bare["containers"][0]["env"])
+    mounted = pod(jobs(ascend(), JobSettings(ascend_driver_path="/opt/ascend/driver"))["infer-bs4"])
+    assert {"name": "ASCEND_DRIVER_PATH", "value": "/opt/ascend/driver"} in mounted["containers"][0]["env"]
+    assert {"name": "ascend-driver", "mountPath": "/opt/ascend/driver", "readOnly": True} in mounted["containers"][0]["volumeMounts"]
+    assert mounted["volumes"][1] == {"name": "ascend-driver", "hostPath": {"path": "/opt/ascend/driver", "type": "Directory"}}
+    with pytest.raises(ValueError, match="ascend_driver_path"):
+        JobSettings(ascend_driver_path="usr/local/Ascend/driver")  # a host path is absolute
+
+
+@pytest.mark.parametrize(
+    "data",
+    [pnaseval(), pnaseval(inference={"device": "cuda"}), ascend(), ascend(convert={"socVersion": "Ascend910B3"}),
+     ascend(scheduling={"schedulerName": "volcano", "queueName": "team-a"})],
+)  # fmt: skip
+def test_every_pod_passes_pod_security_restricted(data):
+    for step, job in jobs(data).items():
+        template = job["spec"]["template"]
+        assert pod_security.violations(template["spec"], template["metadata"].get("annotations")) == [], step
+    opted_in = jobs(data, JobSettings(ascend_driver_path="/usr/local/Ascend/driver"))
+    for step, job in opted_in.items():  # the opt-in costs exactly the hostPath rule, and only on Ascend pods
+        found = pod_security.violations(pod(job))
+        ascend_pod = job["spec"]["template"]["spec"]["containers"][0]["image"] == JobSettings().ascend_image
+        assert found == (["volume ascend-driver: type hostPath is not allowed (restricted)"] if ascend_pod else []), step
 
 
 def test_empty_settings_mean_none(monkeypatch):
@@ -161,3 +182,116 @@ def test_empty_settings_mean_none(monkeypatch):
     monkeypatch.setenv("PNAS_OPERATOR_JOBS_SERVICE_ACCOUNT", "")
     settings = OperatorSettings().job_settings()
     assert settings.job_ttl_seconds is None and settings.jobs_service_account is None
+
+
+# ------------------------------------------------------------------ scheduling: Kueue, Volcano, priorities
+
+SCHEDULING = {
+    "queueName": "team-a", "priorityClassName": "eval-low", "activeDeadlineSeconds": 7200,
+    "podLabels": {"team": "vision", "pnaseval.io/name": "not-this"}, "podAnnotations": {"example.com/cost-center": "42"},
+}  # fmt: skip
+
+
+def test_scheduling_reaches_every_job_and_pod():
+    built = jobs(ascend(scheduling=SCHEDULING))
+    assert len(built) == 4
+    for step, job in built.items():
+        assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a", step
+        assert "suspend" not in job["spec"]  # Kueue's webhook suspends the Job and admits it: never the operator
+        assert job["spec"]["activeDeadlineSeconds"] == 7200
+        template = job["spec"]["template"]
+        assert template["metadata"]["labels"]["team"] == "vision"
+        assert template["metadata"]["labels"]["pnaseval.io/name"] == "eval"  # the operator's own labels stay
+        assert "kueue.x-k8s.io/queue-name" not in template["metadata"]["labels"]
+        assert template["metadata"]["annotations"] == {"example.com/cost-center": "42"}
+        assert template["spec"]["priorityClassName"] == "eval-low" and "schedulerName" not in template["spec"]
+
+
+def test_without_scheduling_the_jobs_carry_none_of_it():
+    for job in jobs(ascend()).values():
+        assert "kueue.x-k8s.io/queue-name" not in job["metadata"]["labels"]
+        assert not {"activeDeadlineSeconds", "suspend"} & set(job["spec"])
+        assert not {"schedulerName", "priorityClassName"} & set(pod(job))
+        assert "annotations" not in job["spec"]["template"]["metadata"]
+
+
+def test_the_operator_defaults_apply_unless_the_spec_says_otherwise():
+    settings = JobSettings(scheduler_name="volcano", queue_name="site-queue", priority_class_name="batch")
+    default = jobs(ascend(), settings)["infer-bs4"]
+    assert default["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "site-queue"
+    assert (pod(default)["schedulerName"], pod(default)["priorityClassName"]) == ("volcano", "batch")
+    own = jobs(ascend(scheduling={"queueName": "team-a", "schedulerName": "default-scheduler"}), settings)["infer-bs4"]
+    assert own["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
+    assert pod(own)["schedulerName"] == "default-scheduler"
+    assert all(e["name"] != "ASCEND_VISIBLE_DEVICES" for e in pod(own)["containers"][0]["env"])
+
+
+def visible_devices(job) -> dict | None:
+    env = {e["name"]: e for e in pod(job)["containers"][0]["env"]}
+    return env.get("ASCEND_VISIBLE_DEVICES")
+
+
+@pytest.mark.parametrize(
+    "soc, resource",
+    [("Ascend310P3", "huawei.com/Ascend310P"), ("Ascend910B3", "huawei.com/Ascend910"), ("Ascend310", "huawei.com/Ascend310")],
+)
+def test_volcano_mode_reads_the_npus_from_the_annotation_volcano_writes(soc, resource):
+    built = jobs(ascend(convert={"socVersion": soc}, scheduling={"schedulerName": "volcano"}))
+    assert all(pod(job)["schedulerName"] == "volcano" for job in built.values())
+    assert visible_devices(built["infer-bs4"]) == {
+        "name": "ASCEND_VISIBLE_DEVICES", "valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{resource}']"}},
+    }  # fmt: skip
+    assert pod(built["infer-bs4"])["containers"][0]["resources"]["limits"][resource] == "1"
+    for step in ("convert", "shard", "aggregate"):  # no NPU asked for: nothing to read
+        assert visible_devices(built[step]) is None, step
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        ascend(),  # the device plugin sets ASCEND_VISIBLE_DEVICES itself
+        ascend(scheduling={"schedulerName": "volcano"}, inference={"resources": {"huawei.com/Ascend310P-2c": 1}}),  # a vNPU
+        pnaseval(inference={"device": "cuda"}, scheduling={"schedulerName": "volcano"}),
+    ],
+)
+def test_no_downward_api_devices_outside_volcano_whole_npu_pods(data):
+    assert all(visible_devices(job) is None for job in jobs(data).values())
+
+
+# ------------------------------------------------------------------ CPU threads: the pod's share, never the node's
+
+
+def cpu_env(job) -> dict:
+    (item,) = [e for e in pod(job)["containers"][0]["env"] if e["name"] == CPUS_ENV]
+    return item["valueFrom"]["resourceFieldRef"]
+
+
+@pytest.mark.parametrize(
+    "resources, field, expected_threads",
+    [
+        (None, "requests.cpu", 1),  # the operator's default request, 1 CPU
+        ({"cpu": "2"}, "limits.cpu", 2),
+        ({"cpu": "1500m"}, "limits.cpu", 1),  # rounded down: three such pods fit 4.5 CPUs with 3 threads, not 6
+        ({"cpu": "500m"}, "limits.cpu", 1),  # at least one
+        ({"cpu": 4, "memory": "8Gi"}, "limits.cpu", 4),
+    ],
+)
+def test_an_infer_pod_sizes_its_threads_to_its_cpu_share(monkeypatch, resources, field, expected_threads):
+    """From the Job to the thread count: the builder's downward-API field, resolved as the kubelet
+    resolves it (support/job_runner.cpu_field), read by the stage (params.cpu_share)."""
+    inference = {"resources": resources} if resources else {}
+    job = jobs(pnaseval(inference=inference))["infer-bs4"]
+    ref = cpu_env(job)
+    assert ref == {"containerName": "infer", "resource": field, "divisor": "1m"}
+    monkeypatch.setenv(CPUS_ENV, cpu_field(pod(job)["containers"][0], ref))
+    assert cpu_share() == expected_threads
+
+
+def test_pods_on_one_node_never_ask_for_more_threads_than_their_cpus(monkeypatch):
+    """The scheduler places pods by their requests (= their limits when the spec sets cpu), so threads
+    that never exceed a pod's request never oversubscribe the node, whatever the mix."""
+    for cpu in ("1", "1100m", "1999m", "2", "2500m", "3", "7900m"):
+        job = jobs(pnaseval(inference={"resources": {"cpu": cpu}}))["infer-bs4"]
+        container = pod(job)["containers"][0]
+        monkeypatch.setenv(CPUS_ENV, cpu_field(container, cpu_env(job)))
+        assert 1000 * cpu_share() <= millicores(container["resources"]["requests"]["cpu"]), cpu

@@ -7,6 +7,7 @@ exactly the planted one over the usable images, and every problem must be record
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tarfile
 
@@ -138,3 +139,13 @@ def test_the_aggregate_summary_fits_a_termination_message(completed_run, tmp_pat
     assert [r["batchSize"] for r in results] == [1, 4] and str(copy) not in text
     worst = max(len(json.dumps(r)) for r in results)
     assert len(text) + 14 * (worst + 2) < 4096
+
+
+def test_each_infer_unit_runs_the_threads_of_its_cpu_share(completed_run):
+    """Two workers on this machine: each unit is given its CPUs / 2 (PNAS_CPU_MILLICORES, as a pod's
+    downward API gives its request), and onnxruntime runs that many intra-op threads, not one per core."""
+    share = max(1, len(os.sched_getaffinity(0)) // 2)
+    for batch_size in (1, 4):
+        for index in range(3):
+            marker = json.loads((completed_run["run"] / layout.result_marker(batch_size, index)).read_text())
+            assert marker["threads"] == share, (batch_size, index)

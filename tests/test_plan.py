@@ -7,7 +7,7 @@ import pytest
 from builders import ascend, planned, pnaseval
 from pnas_jobs.cli import cli_model
 from pnas_jobs.params import STAGES
-from pnas_jobs.plan import cluster_problems
+from pnas_jobs.plan import cluster_problems, inference_placement
 from pnas_jobs.spec import parse_manifest
 from pydantic_settings import CliApp, get_subcommand
 
@@ -91,3 +91,41 @@ def test_cluster_problems_name_the_field(sections, field):
 def test_a_thousand_shards_is_still_six_jobs():
     _, plan = planned(pnaseval(dataset={"shards": 1000}, inference={"batchSizes": [1, 4, 8, 16]}))
     assert len(plan.steps) == 7 and plan.step("infer-bs16").completions == 1000
+
+
+# The Ascend device plugin's names (Ascend/mind-cluster component/ascend-common/api/default_name.go:
+# resources huawei.com/Ascend310P|Ascend910|Ascend310, `accelerator` huawei-Ascend310P|huawei-Ascend910
+# (910, 910B and 910A3 alike)|huawei-Ascend310; pkg/server/manager.go: node.kubernetes.io/npu.chip.name
+# is the chip, e.g. 310P3 or 910B3; build/ascendplugin.yaml tolerates each resource name as a
+# NoSchedule taint).
+@pytest.mark.parametrize(
+    "soc, resource, accelerator, chip",
+    [
+        ("Ascend310P3", "huawei.com/Ascend310P", "huawei-Ascend310P", "310P3"),
+        ("Ascend910B3", "huawei.com/Ascend910", "huawei-Ascend910", "910B3"),
+        ("Ascend910B1", "huawei.com/Ascend910", "huawei-Ascend910", "910B1"),
+        ("Ascend310", "huawei.com/Ascend310", "huawei-Ascend310", "310"),
+    ],
+)
+def test_npu_placement_follows_the_chip(soc, resource, accelerator, chip):
+    spec = parse_manifest(ascend(convert={"socVersion": soc})).spec
+    placement = inference_placement(spec)
+    assert placement.resources == {resource: 1}
+    assert placement.node_selector == {"accelerator": accelerator, "node.kubernetes.io/npu.chip.name": chip}
+    assert placement.tolerations == ({"key": resource, "operator": "Exists", "effect": "NoSchedule"},)
+
+
+def test_explicit_placement_wins_field_by_field():
+    explicit = {
+        "resources": {"huawei.com/Ascend910": 2},
+        "nodeSelector": {"pool": "npu"},
+        "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "eval", "effect": "NoExecute"}],
+    }
+    spec = parse_manifest(ascend(convert={"socVersion": "Ascend910B3"}, inference=explicit)).spec
+    placement = inference_placement(spec)
+    assert placement.resources == {"huawei.com/Ascend910": 2} and placement.node_selector == {"pool": "npu"}
+    assert placement.tolerations == ({"key": "dedicated", "operator": "Equal", "value": "eval", "effect": "NoExecute"},)
+    only_resources = inference_placement(parse_manifest(ascend(inference={"resources": {"huawei.com/Ascend310P": 4}})).spec)
+    assert only_resources.node_selector["node.kubernetes.io/npu.chip.name"] == "310P3"  # the rest stays derived
+    none_at_all = inference_placement(parse_manifest(ascend(inference={"nodeSelector": {}, "tolerations": []})).spec)
+    assert none_at_all.node_selector == {} and none_at_all.tolerations == ()  # an empty value is a choice too

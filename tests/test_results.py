@@ -1,14 +1,19 @@
 """The results fast paths (vectorised `%f` formatting and parsing, the tar writer and reader) give
-exactly what the plain Python paths give, byte for byte and bit for bit, and fall back for anything else."""
+exactly what ais_bench writes and numpy parses, byte for byte and bit for bit, and fall back for
+anything else. The reference bytes come from the ais_bench stand-in's save_data_to_files, which makes
+ais_bench's own np.savetxt calls (tests/support/fake_ais_bench/ais_bench/infer/utils.py)."""
 from __future__ import annotations
 
 import io
+import os
 import tarfile
+import tempfile
 
 import numpy as np
 import pytest
 
 from pnas_jobs import results
+from support.fake_ais_bench.ais_bench.infer.utils import save_data_to_files
 
 
 def _values(count: int, seed: int = 0) -> np.ndarray:
@@ -23,27 +28,47 @@ def _values(count: int, seed: int = 0) -> np.ndarray:
     return values[: len(values) // 100 * 100].reshape(-1, 100)
 
 
+def _ais_bench(row) -> bytes:
+    """The TXT file ais_bench writes for one output row."""
+    handle, path = tempfile.mkstemp(suffix=".txt")
+    os.close(handle)
+    try:
+        save_data_to_files(path, np.asarray(row))
+        with open(path, "rb") as written:
+            return written.read()
+    finally:
+        os.unlink(path)
+
+
 def _plain(row) -> bytes:
-    return (" ".join("%f" % v for v in row.tolist()) + "\n").encode()
+    """The same bytes in plain Python, for the many rows of the bit-level tests."""
+    return "".join("%f " % v for v in row.tolist()).encode() + b"\n"
+
+
+def test_the_layout_is_what_ais_bench_writes():
+    assert _ais_bench(np.array([1.5, -2.25e-7, 3], dtype=np.float32)) == b"1.500000 -0.000000 3.000000 \n"
+    rows = _values(5_000)
+    assert [_ais_bench(row) for row in rows] == [_plain(row) for row in rows] == results.format_rows(rows)
 
 
 def test_vectorised_formatting_is_percent_f_to_the_byte():
     rows = _values(200_000)
     assert results._format_fixed6(rows[:40]) is not None  # the vectorised path, not the fallback
     assert results.format_rows(rows) == [_plain(row) for row in rows]
-    assert results.format_scores(rows[3]) == _plain(rows[3])
+    assert results.format_scores(rows[3]) == _ais_bench(rows[3])
 
 
 def test_formatting_falls_back_where_percent_f_is_not_fixed_width():
     odd = np.array([[np.nan, np.inf, -np.inf, 1e8, -3e12, 0.5]], dtype=np.float32)
-    assert results.format_rows(odd) == [_plain(odd[0])]
+    assert results.format_rows(odd) == [_ais_bench(odd[0])]
     wide = np.array([2.5e-6, 1 / 3, -7.0])  # float64: x * 1e6 is not exact, Python's %f decides
-    assert results.format_scores(wide) == _plain(wide)
+    assert results.format_scores(wide) == _ais_bench(wide)
+    assert results.format_scores(np.array([3, -1, 7], dtype=np.int64)) == _ais_bench(np.array([3, -1, 7])) == b"3 -1 7 \n"
 
 
 def test_vectorised_parsing_is_np_float32_to_the_bit():
     rows = _values(200_000, seed=1)
-    lines = [results.format_rows(rows[i : i + 1])[0].rstrip(b"\n") for i in range(len(rows))]
+    lines = [results.format_rows(rows[i : i + 1])[0].rstrip(b" \n") for i in range(len(rows))]
     assert results._parse_fixed6(lines[:40], rows.shape[1]) is not None  # the vectorised path, not the fallback
     got = results.parse_rows(lines)
     reference = np.array([[np.float32(v) for v in line.decode().split(" ")] for line in lines], dtype=np.float32)
@@ -98,7 +123,7 @@ def test_tar_reader_matches_tarfile_and_falls_back_for_other_archives(tmp_path):
     writer = results.TarWriter(plain)
     writer.add_rows([f"img{i}" for i in range(5)], rows)
     writer.close()
-    expected = [(f"img{i}_0.txt", _plain(r).rstrip(b"\n")) for i, r in enumerate(rows)]
+    expected = [(f"img{i}_0.txt", _plain(r).rstrip(b" \n")) for i, r in enumerate(rows)]
     assert list(results.first_lines_from_tar(plain)) == expected
 
     # pax headers, a long name, a folder, a symlink and a non-TXT member: read through tarfile

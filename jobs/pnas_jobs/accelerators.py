@@ -75,5 +75,13 @@ def ascend_npu(soc_version: str) -> Placement:
     return Placement({ascend_family(soc_version).resource: 1}, node.node_selector, node.tolerations)
 
 
+def whole_npu(resources) -> str | None:
+    """The family resource (whole NPUs) among a pod's resources, if it asks for one; not a vNPU slice
+    such as huawei.com/Ascend310P-2c (Volcano annotates whole-NPU pods only: mind-cluster's static
+    vNPU docs say to drop the ASCEND_VISIBLE_DEVICES fieldRef there)."""
+    names = {family.resource for family in FAMILIES}
+    return next((name for name in resources if name in names), None)
+
+
 def nvidia_gpu(_soc_version: str = "") -> Placement:
     return Placement({NVIDIA_GPU: 1})

@@ -62,7 +62,7 @@ class ProcessLauncher:
         return self.log_dir / f"{unit.label.replace('[', '-').rstrip(']')}.log"
 
     def __call__(self, unit: Unit, attempt: int) -> int:
-        env = {**self.env, CPUS_ENV: str(self.cpus)}
+        env = {**self.env, CPUS_ENV: str(self.cpus * 1000)}  # millicores, as a pod's downward API gives them
         if unit.index is not None:
             env[INDEX_ENV] = str(unit.index)
         with open(self.log_path(unit), "a") as log:

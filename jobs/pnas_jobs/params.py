@@ -18,7 +18,8 @@ from pnas_jobs.backends import registry
 from pnas_jobs.spec import ConvertSpec, DatasetSpec, InferenceSpec, ModelSpec, PreprocessSpec
 
 INDEX_ENV = "JOB_COMPLETION_INDEX"  # set by Kubernetes for Indexed Jobs; by the local runner too
-CPUS_ENV = "PNAS_CPUS"  # the CPUs a unit may use: its pod's CPU limit (downward API); the local runner's share
+# the CPU a unit may use, in millicores: its pod's CPU limit or request (downward API, divisor 1m); the local runner's share
+CPUS_ENV = "PNAS_CPU_MILLICORES"
 
 
 def from_spec(model: type[BaseModel], name: str, **changes):
@@ -165,8 +166,9 @@ def stage_index(index: int | None) -> int:
 
 
 def cpu_share() -> int:
-    """The CPUs this unit may use: its pod's CPU limit or request, else every CPU it can run on."""
+    """Whole CPUs this unit may use: its pod's CPU limit or request rounded down, at least one (pods of
+    1.5 CPUs, three on a 4-CPU node, run one thread each, not two), else every CPU it can run on."""
     import os
 
     value = os.environ.get(CPUS_ENV, "")
-    return max(1, int(value)) if value.isdigit() else len(os.sched_getaffinity(0))
+    return max(1, int(value) // 1000) if value.isdigit() else len(os.sched_getaffinity(0))

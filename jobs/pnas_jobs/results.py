@@ -1,9 +1,10 @@
 """Inference results in ais_bench's TXT layout, and reading them back fast.
 
 ais_bench `--outfmt TXT` writes one file per input, `<input stem>_<output index>.txt`, holding the
-output reshaped to (-1, last dim) with each row as space-separated `%f` values and a newline
-(numpy.savetxt with fmt="%f"). pnas-eval writes the same files, grouped in one tar per shard so a
-shard's results appear in storage at once; `tar xf` gives back the exact ais_bench folder.
+output reshaped to (-1, last dim), each row written as `np.savetxt(f, np.c_[row], fmt="%f",
+newline=" ")` followed by b"\n" (ais_bench/infer/utils.py save_data_to_files): every value is
+followed by a space and a row ends " \n". pnas-eval writes the same bytes, grouped in one tar per
+shard so a shard's results appear in storage at once; `tar xf` gives back the exact ais_bench folder.
 
 Formatting and parsing 1000 numbers an image in plain Python took about 200 and 360 us an image
 (17 s to score 50,000 results; benchmarks/results.md), so both directions have a vectorised path
@@ -34,7 +35,7 @@ _FORMAT_VALUES = 1 << 12  # formatting
 
 
 def format_scores(row: np.ndarray) -> bytes:
-    """One ais_bench TXT file: a single line of `%f` values."""
+    """One ais_bench TXT file of one output row: `%f` values, each followed by a space, then a newline."""
     row = np.asarray(row)
     if row.dtype == np.float32 and row.ndim == 1 and len(row):
         return format_rows(row[None, :])[0]
@@ -42,7 +43,9 @@ def format_scores(row: np.ndarray) -> bytes:
 
 
 def _format_plain(row: np.ndarray) -> bytes:
-    return (" ".join(["%f"] * row.shape[-1]) % tuple(row.tolist()) + "\n").encode()
+    # ais_bench's get_ndata_fmt: "%f" for float16/32/64, "%d" for anything else
+    fmt = "%f " if np.asarray(row).dtype.kind == "f" else "%d "
+    return ((fmt * row.shape[-1]) % tuple(row.tolist()) + "\n").encode()
 
 
 def format_rows(scores: np.ndarray) -> list[bytes]:
@@ -82,7 +85,8 @@ def _format_fixed6(scores: np.ndarray) -> list[bytes] | None:
     A float32 times 1e6 is exact in float64 (24 + 20 significant bits), so rounding it half to even
     gives exactly the six decimals `%f` prints. Each value's last 8 bytes (its last integer digit,
     the point, six decimals) are one 64-bit word; longer integer parts get a second word, written
-    first, whose leading zeros the neighbours' writes then cover.
+    first, whose leading zeros the neighbours' writes then cover. Every value is followed by a space
+    and each row's last space by a newline, as ais_bench writes them.
     """
     wide = np.abs(scores.astype(np.float64)).ravel()
     if not (wide < 10.0**_MAX_INT_DIGITS).all():  # also false for nan and inf
@@ -93,23 +97,26 @@ def _format_fixed6(scores: np.ndarray) -> list[bytes] | None:
     integer = integer.astype(np.uint64)
     negative = np.flatnonzero(np.signbit(scores).ravel())
     digits = np.searchsorted(_POWERS, integer, side="right") + 1
-    lengths = digits + 8  # digits, point, six decimals, separator
+    lengths = digits + 8  # digits, point, six decimals, the space after it
     lengths[negative] += 1
-    ends = np.cumsum(lengths) + 7  # separator positions, after 8 bytes of room for the first value's words
-    text = np.zeros(int(ends[-1]) + 9, dtype=np.uint8)
+    lengths.reshape(scores.shape)[:, -1] += 1  # and the row's newline
+    stops = np.cumsum(lengths) + 7  # each value's last byte (after 8 bytes of room for the first value's words)
+    row_ends = stops.reshape(scores.shape)[:, -1].copy()  # the newlines
+    spaces = stops  # each value's space: before the newline on a row's last value
+    spaces.reshape(scores.shape)[:, -1] -= 1
+    text = np.zeros(int(row_ends[-1]) + 9, dtype=np.uint8)
     words = np.ndarray((len(text) - 8,), dtype="<u8", buffer=text, strides=(1,))
     upper = (integer * _U(3435973837)) >> _U(35)  # integer // 10
     longer = np.flatnonzero(digits > 1)
     if len(longer):
-        words[ends[longer] - 16] = _ascii8(upper[longer])
+        words[spaces[longer] - 16] = _ascii8(upper[longer])
     tail = _ascii8((integer - upper * _U(10)) * _U(10_000_000) + fraction)
     tail &= ~_U(0xFF00)
     tail |= _U(ord(".") << 8)
-    words[ends - 8] = tail
-    text[ends] = ord(" ")
-    row_ends = ends.reshape(scores.shape)[:, -1]
+    words[spaces - 8] = tail
+    text[spaces] = ord(" ")
     text[row_ends] = ord("\n")
-    text[ends[negative] - 8 - digits[negative]] = ord("-")
+    text[spaces[negative] - 8 - digits[negative]] = ord("-")
     data = text.tobytes()
     starts = [8, *(row_ends[:-1] + 1).tolist()]
     return [data[start : end + 1] for start, end in zip(starts, row_ends.tolist())]
@@ -122,6 +129,7 @@ def image_name(file_name: str) -> str:
 
 
 _TAR_ENCODING = ("utf-8", "surrogateescape")
+_SPACE = ord(" ")
 
 
 def _header_template() -> bytes:
@@ -182,7 +190,7 @@ class TarWriter:
 
 
 def first_lines_from_tar(path: Path) -> Iterator[tuple[str, bytes]]:
-    """(member file name, its first line) for each TXT member of a shard's tar."""
+    """(member file name, its first line without the trailing space) for each TXT member of a shard's tar."""
     with open(path, "rb") as handle:
         size = os.fstat(handle.fileno()).st_size
         data = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
@@ -193,8 +201,12 @@ def first_lines_from_tar(path: Path) -> Iterator[tuple[str, bytes]]:
                 return
             for name, start, stop in members:
                 if name.endswith(".txt"):
-                    newline = data.find(b"\n", start, stop)
-                    yield name.rsplit("/", 1)[-1], data[start : stop if newline < 0 else newline]
+                    end = data.find(b"\n", start, stop)
+                    if end < 0:
+                        end = stop
+                    if end > start and data[end - 1] == _SPACE:  # ais_bench ends a row with " \n"
+                        end -= 1
+                    yield name.rsplit("/", 1)[-1], data[start:end]
         finally:
             if size:
                 data.close()
@@ -255,7 +267,7 @@ def _first_lines_tarfile(path: Path) -> Iterator[tuple[str, bytes]]:
         for member in tar:
             if member.isfile() and member.name.endswith(".txt"):
                 data = tar.extractfile(member).read()
-                yield member.name.rsplit("/", 1)[-1], data.split(b"\n", 1)[0]
+                yield member.name.rsplit("/", 1)[-1], data.split(b"\n", 1)[0].rstrip(b" ")
 
 
 def first_lines_from_dir(folder: Path) -> Iterator[tuple[str, bytes]]:
@@ -263,7 +275,7 @@ def first_lines_from_dir(folder: Path) -> Iterator[tuple[str, bytes]]:
     for path in sorted(Path(folder).iterdir()):
         if path.is_file() and path.name.endswith(".txt"):
             with open(path, "rb") as handle:
-                yield path.name, handle.readline().rstrip(b"\n")
+                yield path.name, handle.readline().rstrip(b"\n").rstrip(b" ")
 
 
 class ScoreFormatError(ValueError):

@@ -3,6 +3,14 @@
 Every Job is owned by its PnasEval (deleted with it), labelled `app.kubernetes.io/*` and
 `pnaseval.io/name`, named `<pnaseval>-<step>`, and runs `pnas-eval <stage> ...` as a non-root user
 on a read-only root file system. Credentials reach the pod only through `secretKeyRef`.
+
+Scheduling (`spec.scheduling`, else the operator's defaults) applies to every Job: the Kueue label
+`kueue.x-k8s.io/queue-name` (Kueue's webhook then creates the Job suspended and unsuspends it on
+admission: `spec.suspend` is Kueue's, never written here), `activeDeadlineSeconds`, and the pods'
+schedulerName, priorityClassName, extra labels and annotations. With the Volcano scheduler, a pod
+that asks for whole NPUs reads ASCEND_VISIBLE_DEVICES from the annotation Volcano's Ascend plugin
+writes on it (`huawei.com/Ascend310P: Ascend310P-3`), through the downward API, as mind-cluster's
+samples do; without Volcano, the device plugin sets that variable itself.
 """
 from __future__ import annotations
 
@@ -11,6 +19,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pnas_jobs.accelerators import whole_npu
 from pnas_jobs.params import CPUS_ENV
 from pnas_jobs.plan import Plan, Step, cleanup_step
 from pnas_jobs.schedule import RetryPolicy
@@ -21,6 +30,9 @@ NAME_LABEL = f"{API_GROUP}/name"
 STEP_LABEL = f"{API_GROUP}/step"
 TERMINATION_LOG = "/dev/termination-log"
 SCRATCH = "/tmp"
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"  # kueue pkg/controller/constants/constants.go
+VOLCANO = "volcano"  # Volcano's scheduler name; the Ascend device plugin's -volcanoType mode needs it
+VISIBLE_DEVICES = "ASCEND_VISIBLE_DEVICES"
 
 
 class JobSettings(BaseModel):
@@ -37,13 +49,20 @@ class JobSettings(BaseModel):
     # find the finished aggregate Job, and its pod, to read the run's summary
     job_ttl_seconds: int | None = Field(86400, ge=60)
     retries: int = Field(RetryPolicy().retries, ge=0)  # of one pod: a shard alone, or a whole single-pod step
-    ascend_driver_path: str = "/usr/local/Ascend/driver"  # empty: the Ascend runtime mounts it
+    # Host path of the Ascend driver, mounted into Ascend pods as a hostPath volume. Empty (the default):
+    # the Ascend Docker Runtime mounts the driver itself, and every pod passes Pod Security "restricted",
+    # which refuses hostPath volumes; set it only on clusters without that runtime
+    ascend_driver_path: str = Field("", pattern=r"^(/.*)?$")
     scratch_size: str = "20Gi"
     run_as_user: int = 1000
     run_as_group: int = 1000
     cpu_request: str = "1"
     memory_request: str = "4Gi"
     memory_limit: str = "16Gi"
+    # cluster-wide defaults of spec.scheduling (empty: none); a PnasEval's own values win
+    scheduler_name: str = ""
+    queue_name: str = Field("", pattern=r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$")  # a label value
+    priority_class_name: str = ""
 
     @property
     def images(self) -> dict[str, str]:
@@ -89,17 +108,54 @@ def _env(plan: Plan, step: Step, spec: PnasEvalSpec, settings: JobSettings) -> l
         {"name": ACCESS_KEY_ENV[0], "valueFrom": {"secretKeyRef": {"name": secret, "key": "accessKey"}}},
         {"name": SECRET_KEY_ENV[0], "valueFrom": {"secretKeyRef": {"name": secret, "key": "secretKey"}}},
         {"name": "HOME", "value": SCRATCH},  # caches (torch hub, timm) go to the writable scratch volume
-        # the CPUs this pod was given (its limit, else its request, rounded up): a stage sizes its threads to it
-        {"name": CPUS_ENV, "valueFrom": {"resourceFieldRef": {"containerName": step.stage, "resource": _cpu_field(step)}}},
+        # the CPU this pod was given (its limit, else its request), in millicores: a stage sizes its threads to it.
+        # Divisor 1m: the default divisor 1 rounds up (1500m -> 2), and two such pods would oversubscribe 3 CPUs
+        {"name": CPUS_ENV, "valueFrom": {"resourceFieldRef": _cpu_field(step)}},
     ]
     if step.image == "ascend" and settings.ascend_driver_path:
         env.append({"name": "ASCEND_DRIVER_PATH", "value": settings.ascend_driver_path})
-    return env
+    return env + _volcano_devices(step, spec, settings)
 
 
-def _cpu_field(step: Step) -> str:
+@dataclass(frozen=True)
+class Scheduling:
+    """spec.scheduling with the operator's defaults filled in."""
+
+    scheduler_name: str | None
+    queue_name: str | None
+    priority_class_name: str | None
+    pod_labels: dict[str, str]
+    pod_annotations: dict[str, str]
+    active_deadline_seconds: int | None
+
+
+def scheduling(spec: PnasEvalSpec, settings: JobSettings) -> Scheduling:
+    asked = spec.scheduling
+    return Scheduling(
+        scheduler_name=asked.scheduler_name or settings.scheduler_name or None,
+        queue_name=asked.queue_name or settings.queue_name or None,
+        priority_class_name=asked.priority_class_name or settings.priority_class_name or None,
+        pod_labels=dict(asked.pod_labels),
+        pod_annotations=dict(asked.pod_annotations),
+        active_deadline_seconds=asked.active_deadline_seconds,
+    )
+
+
+def _volcano_devices(step: Step, spec: PnasEvalSpec, settings: JobSettings) -> list[dict]:
+    """Volcano mode: the NPUs Volcano picked, from the pod annotation named after the resource
+    (mind-cluster docs, full-NPU inference sample: fieldPath metadata.annotations['huawei.com/Ascend310P'];
+    the device plugin checks that fieldPath when it allocates)."""
+    resource = whole_npu(step.placement.resources) if step.placement else None
+    if scheduling(spec, settings).scheduler_name != VOLCANO or resource is None:
+        return []
+    field = f"metadata.annotations['{resource}']"
+    return [{"name": VISIBLE_DEVICES, "valueFrom": {"fieldRef": {"fieldPath": field}}}]
+
+
+def _cpu_field(step: Step) -> dict:
     # without a limit the downward API gives the node's allocatable CPUs: then the request is the share
-    return "limits.cpu" if step.placement and "cpu" in step.placement.resources else "requests.cpu"
+    resource = "limits.cpu" if step.placement and "cpu" in step.placement.resources else "requests.cpu"
+    return {"containerName": step.stage, "resource": resource, "divisor": "1m"}
 
 
 def _resources(step: Step, settings: JobSettings) -> dict:
@@ -174,6 +230,11 @@ def _pod_spec(plan: Plan, step: Step, spec: PnasEvalSpec, settings: JobSettings)
     }
     if settings.jobs_service_account:
         pod_spec["serviceAccountName"] = settings.jobs_service_account
+    wanted = scheduling(spec, settings)
+    if wanted.scheduler_name:
+        pod_spec["schedulerName"] = wanted.scheduler_name
+    if wanted.priority_class_name:
+        pod_spec["priorityClassName"] = wanted.priority_class_name
     if step.placement:
         if step.placement.node_selector:
             pod_spec["nodeSelector"] = dict(step.placement.node_selector)
@@ -187,12 +248,15 @@ def job_for_step(
 ) -> dict:
     """The Job of one step; `owned=False` for work that must outlive the PnasEval (cleanup)."""
     step_labels = labels(owner.name, step, settings)
+    wanted = scheduling(spec, settings)
     job_spec: dict = {
         "completions": step.completions,
         "parallelism": min(step.completions, spec.inference.parallelism),
         "podFailurePolicy": _pod_failure_policy(step, settings.retry_policy),
-        "template": {"metadata": {"labels": dict(step_labels)}, "spec": _pod_spec(plan, step, spec, settings)},
+        "template": {"metadata": _pod_metadata(step_labels, wanted), "spec": _pod_spec(plan, step, spec, settings)},
     }
+    if wanted.active_deadline_seconds is not None:
+        job_spec["activeDeadlineSeconds"] = wanted.active_deadline_seconds
     if step.indexed:
         job_spec["completionMode"] = "Indexed"
         job_spec["backoffLimitPerIndex"] = settings.retries
@@ -203,7 +267,7 @@ def job_for_step(
     metadata = {
         "name": job_name(owner.name, step.name),
         "namespace": owner.namespace,
-        "labels": step_labels,
+        "labels": {**step_labels, **({KUEUE_QUEUE_LABEL: wanted.queue_name} if wanted.queue_name else {})},
         "annotations": {f"{API_GROUP}/run": plan.root},
     }
     if owned:
@@ -218,6 +282,14 @@ def job_for_step(
             }
         ]
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": job_spec}
+
+
+def _pod_metadata(step_labels: dict[str, str], wanted: Scheduling) -> dict:
+    """The pods' labels (the spec's extra ones cannot replace those the operator selects by) and annotations."""
+    metadata: dict = {"labels": {**wanted.pod_labels, **step_labels}}
+    if wanted.pod_annotations:
+        metadata["annotations"] = dict(wanted.pod_annotations)
+    return metadata
 
 
 def owned_by(job: dict, owner: Owner) -> bool:

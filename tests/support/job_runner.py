@@ -12,11 +12,20 @@ Kubernetes' Job controller makes it.
 Faults are injected per (Job name, index): `fail[(job, index)] = n` makes the first n pods of that
 index fail (exit 1, as a crashed node would) before the real command runs; `hold` keeps a Job's
 pods from starting until `release(job)`.
+
+Ascend NPUs: a container that asks for `huawei.com/Ascend*` gets the physical ids in `npus`, as the
+Ascend device plugin's Allocate sets them (ASCEND_VISIBLE_DEVICES, comma-separated ints:
+mind-cluster ascend-device-plugin pkg/common/common.go SetAscendRuntimeEnv); the kubelet puts the
+device plugin's variables before the container's own env, and a later one wins. A pod with
+`schedulerName: volcano` gets the annotation Volcano's Ascend plugin writes at binding,
+`huawei.com/Ascend310P: Ascend310P-3` (ascend-for-volcano internal/npu/base/task.go
+SetNPUTopologyToPodFn), which a downward-API fieldRef then reads.
 """
 from __future__ import annotations
 
 import base64
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -41,6 +50,8 @@ class JobRunner:
         self.hold: set[str] = set()  # Jobs whose pods wait until released
         self.started: dict[str, str] = {}  # job name -> uid when first seen
         self.pods: list[tuple[str, int, int]] = []  # (job, index, exit code) of every pod run
+        self.npus: list[int] = [3]  # physical NPU ids the device plugin hands out on this "node"
+        self.environments: list[dict[str, str]] = []  # the environment of every pod run
         self._stop = threading.Event()
         self._pool = ThreadPoolExecutor(workers)
         self._lock = threading.Lock()
@@ -84,6 +95,7 @@ class JobRunner:
         while name in self.hold and not self._stop.is_set():
             time.sleep(0.1)
         container = spec["template"]["spec"]["containers"][0]
+        placed = placed_metadata(spec["template"], self.npus)  # what the scheduler leaves on each pod
         indexed = spec.get("completionMode") == "Indexed"
         completions = spec.get("completions", 1)
         rules = job_controller.rules_of(job)  # what Kubernetes decides about a failed pod
@@ -96,7 +108,7 @@ class JobRunner:
                 with self._lock:
                     state["active"] += 1
                 self._write(name, state, indexed, None)
-                code = self._run_pod(name, container, index if indexed else None, attempt)
+                code = self._run_pod(name, container, index if indexed else None, attempt, placed)
                 attempt += 1
                 outcome = job_controller.pod_outcome(rules, code, failures)
                 with self._lock:
@@ -118,8 +130,8 @@ class JobRunner:
         else:
             self._write(name, state, indexed, ("Complete", ""))
 
-    def _env(self, container: dict) -> dict[str, str]:
-        env = dict(self.base_env)
+    def _env(self, container: dict, placed: dict) -> dict[str, str]:
+        env = {**self.base_env, **device_plugin_env(container, self.npus)}
         for item in container.get("env", []):
             source = item.get("valueFrom") or {}
             if "value" in item:
@@ -130,16 +142,19 @@ class JobRunner:
                 env[item["name"]] = base64.b64decode(secret.data[ref["key"]]).decode()
             elif "resourceFieldRef" in source:
                 env[item["name"]] = cpu_field(container, source["resourceFieldRef"])
+            elif "fieldRef" in source:
+                env[item["name"]] = pod_field(placed, source["fieldRef"]["fieldPath"])
             else:
                 raise KeyError(f"env {item['name']}: the test kubelet cannot resolve {sorted(source)}")
         env["HOME"] = tempfile.gettempdir()  # the pod's scratch volume
         return env
 
-    def _run_pod(self, job: str, container: dict, index: int | None, attempt: int) -> int:
+    def _run_pod(self, job: str, container: dict, index: int | None, attempt: int, placed: dict) -> int:
         key = (job, index or 0)
-        env = self._env(container)
+        env = self._env(container, placed)
         if index is not None:
             env["JOB_COMPLETION_INDEX"] = str(index)
+        self.environments.append(env)
         message = ""
         if self.fail.get(key, 0) > 0:
             self.fail[key] -= 1
@@ -161,7 +176,8 @@ class JobRunner:
             {
                 "apiVersion": "v1",
                 "kind": "Pod",
-                "metadata": {"name": pod_name, "labels": {"job-name": job}},
+                "metadata": {"name": pod_name, "labels": {**placed["labels"], "job-name": job},
+                             "annotations": placed["annotations"]},
                 "spec": {"containers": [{"name": container["name"], "image": container["image"]}]},
                 "status": {
                     "phase": "Succeeded" if code == 0 else "Failed",
@@ -198,18 +214,55 @@ class JobRunner:
 
 def cpu_field(container: dict, ref: dict) -> str:
     """The downward API's `limits.cpu` / `requests.cpu`, as the kubelet resolves them: a missing
-    limit is the node's allocatable CPUs (here: this machine's), and the value is rounded up to a
-    whole number with the default divisor 1 (kubernetes pkg/api/v1/resource/helpers.go,
-    convertResourceCPUToString: ceil(milliValue / divisor))."""
+    limit is the node's allocatable CPUs (here: this machine's), and the value is ceil(milliValue /
+    divisor) with the divisor's milli value, default 1 (kubernetes pkg/api/v1/resource/helpers.go,
+    convertResourceCPUToString): 1500m is "2" with divisor 1, "1500" with divisor 1m."""
     kind, _, resource = ref["resource"].partition(".")
     if resource != "cpu":
         raise KeyError(f"the test kubelet resolves cpu fields only, not {ref['resource']}")
     value = (container.get("resources") or {}).get(kind, {}).get("cpu")
-    if value is None:
-        return str(len(os.sched_getaffinity(0)))
-    text = str(value)
-    milli = int(text[:-1]) if text.endswith("m") else int(float(text) * 1000)
-    return str(-(-milli // 1000))
+    milli = millicores(value) if value is not None else 1000 * len(os.sched_getaffinity(0))
+    divisor = millicores(ref.get("divisor", "1"))
+    return str(-(-milli // divisor))
+
+
+def millicores(quantity) -> int:
+    text = str(quantity)
+    return int(text[:-1]) if text.endswith("m") else int(float(text) * 1000)
+
+
+def npu_request(container: dict) -> tuple[str, int] | None:
+    """The Ascend resource (whole NPUs) a container asks for, and how many."""
+    limits = (container.get("resources") or {}).get("limits") or {}
+    found = [(name, int(count)) for name, count in limits.items() if name.startswith("huawei.com/Ascend") and "-" not in name]
+    return found[0] if found else None
+
+
+def device_plugin_env(container: dict, npus: list[int]) -> dict[str, str]:
+    asked = npu_request(container)
+    return {"ASCEND_VISIBLE_DEVICES": ",".join(map(str, npus[: asked[1]]))} if asked else {}
+
+
+def placed_metadata(template: dict, npus: list[int]) -> dict:
+    """The pod's labels and annotations once scheduled: Volcano's Ascend plugin adds
+    `<resource>: <Type>-<physical id>,...` for the NPUs it picked."""
+    labels = dict(template["metadata"].get("labels") or {})
+    annotations = dict(template["metadata"].get("annotations") or {})
+    asked = npu_request(template["spec"]["containers"][0])
+    if template["spec"].get("schedulerName") == "volcano" and asked:
+        resource, count = asked
+        kind = resource.split("/", 1)[1]
+        annotations[resource] = ",".join(f"{kind}-{npu}" for npu in npus[:count])
+    return {"labels": labels, "annotations": annotations}
+
+
+def pod_field(placed: dict, path: str) -> str:
+    """A downward-API fieldRef as the kubelet resolves it (k8s.io/kubernetes pkg/fieldpath
+    ExtractFieldPathAsString): metadata.labels['k'] / metadata.annotations['k'], "" when absent."""
+    match = re.fullmatch(r"metadata\.(labels|annotations)\['([^']+)'\]", path)
+    if not match:
+        raise KeyError(f"the test kubelet resolves metadata.labels/annotations fieldRefs only, not {path}")
+    return placed[match.group(1)].get(match.group(2), "")
 
 
 def secret(name: str, namespace: str, data: dict[str, str]) -> dict:

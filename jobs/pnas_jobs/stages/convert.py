@@ -202,15 +202,24 @@ def _atc_commands(onnx_name: str, batch_sizes, input_size: int, soc_version: str
     return commands
 
 
+def _atc_outputs(work: Path, stem: str) -> list[Path]:
+    """The .om ATC wrote for `--output=stem`: `stem.om`, or `stem_<os>_<arch>.om` when the model packs
+    op binaries (Graph Engine's ModelHelper inserts the host's os and cpu; it depends on the model and
+    the CANN release). Not `stem*.om`: model_bs4*.om would also match model_bs48.om."""
+    return sorted(p for p in [work / f"{stem}.om", *work.glob(f"{stem}_*.om")] if p.is_file())
+
+
 def _atc(store, commands: dict[int, list[str]], work: Path, timings: dict) -> dict:
     out = {}
     started = time.perf_counter()
     for bs, command in commands.items():
         result = subprocess.run(command, capture_output=True, text=True, cwd=work)
-        produced = work / f"model_bs{bs}.om"
-        if result.returncode != 0 or not produced.is_file():
+        found = _atc_outputs(work, f"model_bs{bs}")
+        if result.returncode != 0 or len(found) != 1:
             tail = (result.stdout + result.stderr).strip().splitlines()[-5:]
-            raise UserError(f"atc failed for batch size {bs} (exit {result.returncode}): {' | '.join(tail)}")
+            wrote = ", ".join(p.name for p in found) or f"no model_bs{bs}.om or model_bs{bs}_*.om"
+            raise UserError(f"atc failed for batch size {bs} (exit {result.returncode}, wrote {wrote}): {' | '.join(tail)}")
+        produced = found[0]
         store.upload(produced, layout.om_model(bs))
         out[str(bs)] = {
             "key": layout.om_model(bs),

@@ -2,8 +2,8 @@
 
 Reading and normalising the next batch runs in a thread while the accelerator computes the current
 one, and a second thread formats and writes results, so the device waits on neither. Like
-ais_bench, the last short batch is padded with copies and the padded outputs are dropped; one
-warm-up batch runs before timing starts.
+ais_bench, the last short batch is padded with copies of its first image and the padded outputs
+are dropped; one warm-up batch runs before timing starts.
 """
 from __future__ import annotations
 
@@ -91,8 +91,8 @@ def _batches(pixels: np.ndarray, batch_size: int, config: transform.Preprocess, 
         for number, start in enumerate(range(0, len(pixels), batch_size)):
             chunk = np.asarray(pixels[start : start + batch_size])
             real = len(chunk)
-            if real < batch_size:  # pad with copies of the last image, as ais_bench does
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch_size - real, axis=0)])
+            if real < batch_size:  # pad with the batch's first image, as ais_bench does (get_narray_from_files_list)
+                chunk = np.concatenate([chunk, np.repeat(chunk[:1], batch_size - real, axis=0)])
             slot = number % (out.maxsize + 2)
             if slot == len(ring):
                 ring.append(np.empty((batch_size, channels, height, width), dtype=np.float32))
