@@ -30,7 +30,7 @@ from pnas_jobs.plan import cluster_problems, make_plan
 from pnas_jobs.spec import load_manifest
 from pnas_operator import manifests
 from pnas_operator.settings import OperatorSettings
-from support import pod_security
+from pnas_operator import pod_security
 
 REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "charts" / "pnas-eval"
@@ -168,7 +168,7 @@ def pod_specs(obj: dict) -> list[dict]:
 def check_pod_security(pod: dict, where: str, annotations: dict | None = None) -> None:
     """The restricted Pod Security level, every rule of it, volumes included (support/pod_security.py),
     and the project's own: a read-only root file system and memory bounds on every container."""
-    assert pod_security.violations(pod, annotations) == [], where
+    assert pod_security.violations(pod, "restricted", annotations) == [], where
     for container in pod_security.containers(pod):
         context = container.get("securityContext") or {}
         name = f"{where} container {container['name']}"
@@ -302,7 +302,7 @@ def test_every_pod_is_restricted(scenario):
 @pytest.mark.parametrize(
     "change, says",
     [
-        (lambda p: p["volumes"].append({"name": "driver", "hostPath": {"path": "/usr/local/Ascend/driver"}}), "type hostPath"),
+        (lambda p: p["volumes"].append({"name": "driver", "hostPath": {"path": "/usr/local/Ascend/driver"}}), "hostPath"),
         (lambda p: p["volumes"].append({"name": "nfs", "nfs": {"server": "x", "path": "/"}}), "type nfs"),
         (lambda p: p.update(hostNetwork=True), "hostNetwork"),
         (lambda p: [c.pop("seccompProfile", None) for c in (p["securityContext"], p["containers"][0]["securityContext"])],
