@@ -29,7 +29,7 @@ def test_manifest_with_wrong_fields(tmp_path):
         result,
         "bad.yaml is not a valid PnasEval",
         "spec.inference.batchSize: unknown field",
-        "spec.inference.backend: Input should be 'onnxruntime' or 'ais_bench'",
+        "spec.inference.backend: Input should be 'onnxruntime', 'ais_bench' or 'pytorch'",
         "spec.dataset.shards: Input should be greater than or equal to 1",
     )
 
