@@ -49,3 +49,9 @@ def result_marker(batch_size: int, index: int) -> str:
 
 def accuracy_json(batch_size: int) -> str:
     return f"result_bs{batch_size}.json"
+
+
+# What a run root holds: everything under model/, shards/ and results/, and the published files. A
+# folder is taken for a run root only when it holds one of RECORDS (cleanup deletes nothing else).
+RUN_KEY = r"(model|shards|results)/.+|result_bs[0-9]+\.json|report\.json"
+RECORDS = r"model/convert\.json|shards/shard-[0-9]+\.json|report\.json"

@@ -321,7 +321,7 @@ def _work_folders(workdir: Path, namespace: str, name: str) -> tuple[Path, Path]
         raise UserError(f"--workdir: {workdir} is a file, not a folder")
     log_dir = workdir / "logs" / namespace / name
     log_dir.mkdir(parents=True, exist_ok=True)
-    return log_dir, workdir / "tmp" / namespace / name
+    return log_dir, workdir / "tmp" / f"{namespace}.{name}"  # a '.' is in no Kubernetes name: no two runs share it
 
 
 def evaluate(pnaseval: PnasEval, workdir: Path, workers: int = 0, force: bool = False, progress: bool = True) -> int:

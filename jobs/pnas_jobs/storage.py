@@ -249,7 +249,16 @@ class LocalStore(Store):
         return found
 
     def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
+        """Remove the file, and the folders it leaves empty (as deleting an S3 object leaves no prefix)."""
+        path = self._path(key)
+        path.unlink(missing_ok=True)
+        for folder in path.parents:
+            if folder == self.root or not folder.is_relative_to(self.root):
+                break
+            try:
+                folder.rmdir()
+            except OSError:  # not empty
+                break
 
     def child(self, prefix: str) -> "LocalStore":
         return LocalStore(self._path(prefix)) if prefix else self

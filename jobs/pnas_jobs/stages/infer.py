@@ -144,11 +144,11 @@ def main(p: InferParams) -> dict:
         model_sha256=model["sha256"], shard=records.shard_identity(shard), index=index,
         batch_size=p.batch_size, backend=backend.name, device=device,
     )  # fmt: skip
+    check_labels(shard, int(convert["num_classes"]))  # even when done: results the labels cannot score are no results
     marker = layout.result_marker(p.batch_size, index)
     if not p.force and (done := records.finished(store, marker, inputs, outputs=lambda r: [r["tar"]])):
         log.info("infer shard %d bs%d: already done for these inputs; skipping", index, p.batch_size)
         return done
-    check_labels(shard, int(convert["num_classes"]))
     threads = p.threads or (cpu_share() if backend.cpu_threads and device == registry.CPU else 0)
     config = transform.Preprocess.from_dict(shard["preprocess"])
     with tempfile.TemporaryDirectory(prefix="pnas-infer-") as tmp:

@@ -188,8 +188,8 @@ def main(p: ShardParams) -> dict:
     )
     records.write(store, layout.shard_record(index), record)  # last: the shard now exists
     log.info(
-        "shard %d/%d: %d images (%d failed) in %.1f s, %.0f images/s",
-        index, p.shards, len(crops["images"]), len(crops["failed"]), seconds, len(keys) / seconds if seconds else 0.0,
+        "shard %d/%d: %d %s (%d failed) in %.1f s, %.0f images/s", index, p.shards, len(crops["images"]),
+        "image" if len(crops["images"]) == 1 else "images", len(crops["failed"]), seconds, len(keys) / seconds if seconds else 0.0,
     )  # fmt: skip
     return record
 
