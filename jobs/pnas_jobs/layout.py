@@ -5,7 +5,7 @@
     model/state_dict.pth        the weights as exported (only for backends that run the PyTorch model)
     model/convert.json          conversion record: parity, checksums, label offset (written last)
     shards/shard-<i>.pixels     uint8 NHWC crops of shard i
-    shards/shard-<i>.json       its record: names, labels, failures, checksum (written last)
+    shards/shard-<i>.json       its record: names, labels, failures, checksum, each image's checksum (written last)
     results/bs<B>/shard-<i>.tar ais_bench TXT files (<stem>_0.txt) of shard i at batch size B
     results/bs<B>/shard-<i>.json  timing and checksum of that tar (written last: the commit marker)
     result_bs<B>.json           accuracy in the seed's vision_metric format
