@@ -43,8 +43,9 @@ def test_missing_labels_file_stops_the_run(sample_set, tmp_path):
     data = tiny("nolabels", sample_set["images"], tmp_path / "missing.txt", sample_set["planted"].weights, tmp_path / "s")
     result = run_cli("run", str(write(tmp_path / "m.yaml", data)), "--local", "--workdir", str(tmp_path), "--quiet")
     assert result.returncode == 2
-    assert "spec.dataset.labels:" in result.stderr and "missing.txt does not exist" in result.stderr
-    assert "shard[0] failed (exit 2, 1 attempt)" in result.stderr and "run it again to resume" in result.stderr
+    # the reason on the failure's first line; the log's tail below it
+    assert f"shard[0] failed (exit 2, 1 attempt): spec.dataset.labels: {tmp_path / 'missing.txt'} does not exist\n" in result.stderr
+    assert "run it again to resume" in result.stderr
 
 
 def test_empty_dataset(tmp_path, sample_set):

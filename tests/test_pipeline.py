@@ -199,8 +199,7 @@ def test_no_scored_image_is_an_error_that_says_why(sample_set, tmp_path):
                                            dataset={"shards": 1}, inference={"batchSizes": [1]}))  # fmt: skip
     result = run_cli("run", str(spec), "--local", "--workdir", str(tmp_path / "work"), "--quiet")
     assert result.returncode == 2
-    assert "aggregate failed (exit 2, 1 attempt)" in result.stderr
-    assert "no image could be scored: of 3 images, 3 could not be decoded and 0 have no label" in result.stderr
+    assert "aggregate failed (exit 2, 1 attempt): no image could be scored: of 3 images, 3 could not be decoded and 0 have no label" in result.stderr
     assert not list((tmp_path / "store").rglob("result_bs*.json")) and not list((tmp_path / "store").rglob("report.json"))
 
 
@@ -241,3 +240,16 @@ def test_cleanup_refuses_a_folder_that_is_not_a_run(completed_run, tmp_path, whe
     result = run_cli("cleanup", "--root", str(folder))
     assert result.returncode == 2 and "is not the root of a pnas-eval run" in result.stderr and "nothing was deleted" in result.stderr
     assert sorted(folder.rglob("*")) == files
+
+
+def test_one_image_is_one_image(completed_run, tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from pnas_jobs import local
+
+    copy = copy_of(completed_run, tmp_path)
+    report = json.loads((copy / layout.REPORT).read_text())
+    report["dataset"]["failed"] = report["dataset"]["failed"][:1]
+    (copy / layout.REPORT).write_text(json.dumps(report))
+    local._print_results(SimpleNamespace(root=str(copy)), {}, 1.0)
+    assert "\n1 image could not be used (see report.json): e.g. " in capsys.readouterr().out

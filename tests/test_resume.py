@@ -53,8 +53,8 @@ class Case:
         return planned(data)[1]
 
     def units(self) -> dict[str, float]:
-        """Each shard and infer unit's record, by its `seconds`: a unit redone gets a new figure."""
-        found = {}
+        """Each unit's record, by its `seconds` (convert: its timings): a unit redone gets a new figure."""
+        found = {"convert": str(records.read(self.run, layout.CONVERT_RECORD)["timings"])}
         for index in range(3):
             for name, key in [("shard", layout.shard_record(index))] + [(f"infer-bs{b}", layout.result_marker(b, index)) for b in (1, 4)]:
                 record = records.read(self.run, key)
@@ -150,3 +150,12 @@ def test_a_missing_results_tar_is_made_again_by_the_next_run(case):
     before = case.accuracy()
     assert case.resume() == {"infer-bs4[1]"}
     assert case.accuracy() == before
+
+
+def test_a_damaged_model_is_converted_again(case):
+    model = bytearray(case.run.read_bytes(layout.ONNX_MODEL))
+    model[-64:] = bytes(64)
+    case.run.write_bytes(layout.ONNX_MODEL, bytes(model))
+    before = case.accuracy()
+    assert "convert" in case.resume()
+    assert case.run.read_bytes(layout.ONNX_MODEL) != bytes(model) and case.accuracy() == before

@@ -4,6 +4,11 @@ Each unit of work (a step, or one index of an indexed step) runs the very comman
 runs, with the environment a pod gets (`JOB_COMPLETION_INDEX`, the CPUs it may use). What runs
 next, when to stop and which failures retry is decided by the shared scheduler (schedule.py), as
 in the operator; only how a unit runs differs: a process here, a pod there.
+
+Like a pod, each unit runs in its own process group with its own scratch folder (TMPDIR), so that a
+stop (the first Ctrl-C or SIGTERM: SIGTERM to every group, SIGKILL after a few seconds) leaves no
+process and no scratch behind, only finished units, which the next run skips. One run of a name
+holds a lock in the work folder; a second one waits for it.
 """
 from __future__ import annotations
 
@@ -169,6 +174,8 @@ class Progress:
 
     def update(self, outcome: Outcome) -> None:
         self.count += 1
+        if outcome.code == STOPPED and self.lines:
+            return  # the stop itself is reported once
         verdict = {EXIT_OK: "ok", STOPPED: "stopped"}.get(outcome.code, f"FAILED (exit {outcome.code})")
         if self.bar is not None:
             self.bar.update(1)
@@ -246,12 +253,24 @@ def storage_uri(pnaseval: PnasEval, workdir: Path) -> str:
 
 
 def _report_failures(failures: list[Outcome]) -> int:
+    """One line per failed unit with the reason its stage gave last, then where its log is."""
     for outcome in failures:
-        where = f"; log {outcome.log}:\n{_tail(outcome.log)}" if outcome.log else ""
         attempts = _plural(outcome.attempts, "attempt")
-        print(f"pnas-eval: {outcome.unit.label} failed (exit {outcome.code}, {attempts}){where}", file=sys.stderr)
+        reason = f": {_reason(outcome.log)}" if outcome.log else ""
+        print(f"pnas-eval: {outcome.unit.label} failed (exit {outcome.code}, {attempts}){reason}", file=sys.stderr)
+        if outcome.log:
+            print(f"    log {outcome.log}:\n{_tail(outcome.log)}", file=sys.stderr)
     print("pnas-eval: run it again to resume; finished work is kept.", file=sys.stderr)
     return EXIT_BAD_INPUT if any(o.code == EXIT_BAD_INPUT for o in failures) else EXIT_RETRY
+
+
+def _reason(log: Path) -> str:
+    """A stage's own last word (`pnas-eval <stage>: error: ...`), else the last line of its log."""
+    lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    if not lines:
+        return "no output"
+    last = lines[-1]
+    return last.split(": error: ", 1)[-1] if last.startswith("pnas-eval ") else last
 
 
 def _report_stop(signum: int, outcomes: list[Outcome], total: int) -> int:

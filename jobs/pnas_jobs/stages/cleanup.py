@@ -21,6 +21,9 @@ log = logging.getLogger(__name__)
 def main(p: CleanupParams) -> int:
     store = open_store(p.root, StorageSettings.from_env())
     keys = store.list()
+    if not keys:
+        log.info("cleanup: nothing to delete under %s", store.uri)
+        return 0
     ours = [k for k in keys if re.fullmatch(layout.RUN_KEY, k)]
     if not any(re.fullmatch(layout.RECORDS, k) for k in ours):
         raise UserError(
