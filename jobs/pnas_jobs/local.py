@@ -274,11 +274,11 @@ def _reason(log: Path) -> str:
 
 
 def _report_stop(signum: int, outcomes: list[Outcome], total: int) -> int:
-    stopped = sum(1 for o in outcomes if o.code == STOPPED)
+    stopped = sum(1 for o in outcomes if o.code == STOPPED and o.attempts)  # not those that never started
     finished = sum(1 for o in outcomes if o.code == EXIT_OK)
     print(
         f"pnas-eval: stopped by {signal.Signals(signum).name}: {finished} of {total} tasks finished and kept, "
-        f"{stopped} running stopped; run the same command again to resume.",
+        f"{stopped} stopped while running; run the same command again to resume.",
         file=sys.stderr,
     )
     return 128 + signum
