@@ -50,7 +50,7 @@ def processes_mentioning(text: str) -> list[str]:
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_a_stop_ends_every_process_says_so_and_resumes(sample_set, tmp_path, signum):
     spec = write(tmp_path / "t.yaml", tiny("t", sample_set["images"], sample_set["labels"], sample_set["planted"].weights,
-                                           tmp_path / "store", dataset={"shards": 6}, inference={"batchSizes": [4]}))  # fmt: skip
+                                           tmp_path / "store", inference={"batchSizes": [4]}))  # fmt: skip
     runner = start(spec, tmp_path / "work", "--workers", "2")
     wait_for(lambda: list((tmp_path / "store" / "test" / "t" / "shards").glob("*.json")))  # stage processes are at work
     assert processes_mentioning(str(tmp_path / "store"))
