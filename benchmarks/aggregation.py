@@ -40,7 +40,7 @@ def generate(folder: Path, count: int, shards: int, subset: int) -> dict:
 
     paths = {"run": folder / "run", "labels": folder / "val_label.txt", "folder": folder / "ais_bench"}
     stamp = folder / ".complete"
-    key = f"{count} {shards} {subset} v2"
+    key = f"{count} {shards} {subset} v3"
     if stamp.is_file() and stamp.read_text() == key:
         return paths
     import shutil
@@ -66,22 +66,20 @@ def generate(folder: Path, count: int, shards: int, subset: int) -> dict:
         for name, row in zip(names[start:min(stop, subset)], scores):
             (paths["folder"] / f"{name}{results.TXT_SUFFIX}").write_bytes(results.format_scores(row))
         pixels = hashlib.sha256(f"shard {index}".encode()).hexdigest()  # stands for the shard's checksum
-        records.write(
-            store,
-            layout.shard_record(index),
-            dict(
-                index=index, shards=shards, images=names[start:stop], labels=labels[start:stop].tolist(), failed=[],
-                pixels={"key": layout.shard_pixels(index), "sha256": pixels, "bytes": 0}, seconds=0.0,
-                preprocess={"input_size": 331, "crop_pct": 0.911, "interpolation": "bicubic",
-                            "mean": [0.5] * 3, "std": [0.5] * 3},
-            ),
+        shard_record = dict(
+            index=index, shards=shards, images=names[start:stop], labels=labels[start:stop].tolist(), failed=[],
+            pixels={"key": layout.shard_pixels(index), "sha256": pixels, "bytes": 0}, seconds=0.0,
+            preprocess={"input_size": 331, "crop_pct": 0.911, "interpolation": "bicubic", "mean": [0.5] * 3, "std": [0.5] * 3},
+            # as the shard stage writes it: each image's version token and the sha256 of its bytes
+            sources={f"{n}.JPEG": [f"110000:{i}:{i}", hashlib.sha256(n.encode()).hexdigest()] for i, n in enumerate(names[start:stop])},
         )  # fmt: skip
+        records.write(store, layout.shard_record(index), shard_record)
         records.write(
             store,
             layout.result_marker(BATCH_SIZE, index),
             dict(
                 index=index, images=stop - start, seconds=1.0, end_to_end_images_per_s=float(stop - start),
-                inputs={"shard_sha256": pixels}, backend="onnxruntime", device="cpu",
+                inputs={"shard": records.shard_identity(shard_record)}, backend="onnxruntime", device="cpu",
                 compute={"count": 1, "mean": 1.0, "min": 1.0, "max": 1.0, "throughput": 4000.0},
                 tar={"key": layout.result_tar(BATCH_SIZE, index), "sha256": records.sha256_file(tar)},
             ),

@@ -99,6 +99,36 @@ def test_parse_labels_rejects_garbage():
     assert metric.parse_labels("ILSVRC2012_val_00000001.JPEG 65\n") == {"ILSVRC2012_val_00000001": 65}
 
 
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("a.JPEG 1\nb.JPEG 2\na.JPEG 3\n", "v.txt:3: a.JPEG gives class 3, but line 1 gave class 1: one line per image"),
+        ("a.JPEG 1\nb.JPEG 2\na.png 1\n", "v.txt:3: a.png repeats line 1 gave class 1"),  # the seed keys names without extension
+        ("a.JPEG 1\nb.JPEG -1\n", "v.txt:2: class -1 of b.JPEG is negative"),  # not the background class of a 1001-class model
+        ("a.JPEG 1\nb.JPEG \u0663\n", "v.txt:2: expected '<file name> <class>'"),  # ARABIC-INDIC DIGIT THREE: int() takes it
+        ("a.JPEG 1\nb.JPEG \u00b3\n", "v.txt:2: expected '<file name> <class>'"),  # SUPERSCRIPT THREE: isdigit(), not int()
+    ],
+    ids=["conflict", "duplicate", "minus-one", "arabic-indic-digit", "superscript-digit"],
+)
+def test_ambiguous_labels_are_refused_naming_the_line(text, message):
+    with pytest.raises(metric.LabelsError) as caught:
+        metric.parse_labels(text, "v.txt")
+    assert str(caught.value).startswith(message), str(caught.value)
+
+
+def test_a_byte_order_mark_does_not_hide_the_first_label():
+    labels = metric.parse_labels("\ufeffa.JPEG 1\nb.JPEG 2\n", "v.txt")
+    assert labels == {"a": 1, "b": 2} and labels.where("b") == "v.txt:2"
+
+
+@pytest.mark.parametrize("classes, bad", [(1000, 1000), (1001, 1000), (10, 10)])
+def test_classes_outside_the_model_are_named_by_line(classes, bad):
+    labels = metric.parse_labels(f"a.JPEG 0\nb.JPEG {bad - 1}\nc.JPEG {bad}\n", "v.txt")
+    metric.check_classes(labels, ["a", "b"], classes)
+    with pytest.raises(metric.LabelsError, match=f"v.txt:3: class {bad} of c is outside the model's {bad} classes"):
+        metric.check_classes(labels, ["a", "b", "c"], classes)
+
+
 def test_results_with_unknown_images_are_refused(tmp_path):
     labels_path = write_folder(tmp_path / "res", {"known": [1, 2], "stranger": [2, 1]}, {"known": 0})
     out = tmp_path / "out.json"

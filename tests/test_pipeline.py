@@ -6,6 +6,7 @@ exactly the planted one over the usable images, and every problem must be record
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -13,7 +14,7 @@ import tarfile
 
 import pytest
 
-from builders import tiny, write
+from builders import TINY_MODEL, tiny, write
 from conftest import run_cli
 from pnas_jobs import layout, metric
 
@@ -149,3 +150,117 @@ def test_each_infer_unit_runs_the_threads_of_its_cpu_share(completed_run):
         for index in range(3):
             marker = json.loads((completed_run["run"] / layout.result_marker(batch_size, index)).read_text())
             assert marker["threads"] == share, (batch_size, index)
+
+
+def copy_of(completed_run, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(completed_run["run"], copy)
+    return copy
+
+
+def aggregate(root, labels, batch_sizes="1,4"):
+    return run_cli("aggregate", "--root", str(root), "--labels", str(labels), "--batch-sizes", batch_sizes, "--shards", "3")
+
+
+def test_nothing_is_published_unless_everything_is(completed_run, tmp_path):
+    """New labels and one shard's results missing at batch size 4: batch size 1 could be scored, but the
+    run's folder must keep the earlier publication whole, not a mix of the two."""
+    copy = copy_of(completed_run, tmp_path)
+    published = {p.name: p.read_bytes() for p in copy.glob("*.json")}
+    labels = tmp_path / "labels.txt"
+    labels.write_text("".join(f"{line.split()[0]} {(int(line.split()[1]) + 1) % 1000}\n"
+                              for line in completed_run["labels"].read_text().splitlines()))  # fmt: skip
+    (copy / layout.result_marker(4, 1)).unlink()
+    result = aggregate(copy, labels)
+    assert result.returncode == 2 and "missing for shards [1]" in result.stderr and "nothing was published" in result.stderr
+    assert {p.name: p.read_bytes() for p in copy.glob("*.json")} == published
+
+
+def test_a_run_publishes_its_own_batch_sizes_only(completed_run, tmp_path):
+    copy = copy_of(completed_run, tmp_path)
+    result = aggregate(copy, completed_run["labels"], batch_sizes="4")
+    assert result.returncode == 0, result.stderr
+    assert not (copy / layout.accuracy_json(1)).exists()  # from the earlier run with batch sizes 1 and 4
+    (row,) = json.loads((copy / layout.REPORT).read_text())["results"]
+    assert row["batchSize"] == 4 and row["jsonSha256"] == hashlib.sha256((copy / layout.accuracy_json(4)).read_bytes()).hexdigest()
+
+
+def test_labels_outside_the_model_stop_inference_naming_the_line(completed_run, tmp_path):
+    copy = copy_of(completed_run, tmp_path)
+    lines = completed_run["labels"].read_text().splitlines()
+    lines[2] = lines[2].split()[0] + " 1000"  # image 3, in shard 0; the model has 1000 classes
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(lines) + "\n")
+    marker = (copy / layout.result_marker(4, 0)).read_bytes()
+    run_cli("shard", "--root", str(copy), "--images", str(completed_run["images"]), "--labels", str(labels),
+            "--model", TINY_MODEL, "--shards", "3", "--index", "0", check=True)  # fmt: skip
+    result = run_cli("infer", "--root", str(copy), "--index", "0", "--batch-size", "4")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert (f"spec.dataset.labels: {labels}:3: class 1000 of ILSVRC2012_val_00000003 is outside the model's 1000 classes "
+            "(0..999)") in result.stderr  # fmt: skip
+    assert (copy / layout.result_marker(4, 0)).read_bytes() == marker
+
+
+def test_no_scored_image_is_an_error_that_says_why(sample_set, tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in sample_set["names"][:3]:
+        (images / f"{name}.JPEG").write_bytes((sample_set["images"] / f"{name}.JPEG").read_bytes()[:300])
+    spec = write(tmp_path / "t.yaml", tiny("t", images, sample_set["labels"], sample_set["planted"].weights, tmp_path / "store",
+                                           dataset={"shards": 1}, inference={"batchSizes": [1]}))  # fmt: skip
+    result = run_cli("run", str(spec), "--local", "--workdir", str(tmp_path / "work"), "--quiet")
+    assert result.returncode == 2
+    assert "aggregate failed (exit 2, 1 attempt): no image could be scored: of 3 images, 3 could not be decoded and 0 have no label" in result.stderr
+    assert not list((tmp_path / "store").rglob("result_bs*.json")) and not list((tmp_path / "store").rglob("report.json"))
+
+
+def test_aggregate_results_refuses_a_folder_without_results(tmp_path, completed_run):
+    outer = tmp_path / "result"
+    inner = outer / "2023_01_06-02_56_00"
+    inner.mkdir(parents=True)
+    refused = [run_cli("aggregate", "--results", str(folder), "--labels", str(completed_run["labels"]),
+                       "--output", str(tmp_path / "out.json")) for folder in (inner, outer)]  # fmt: skip
+    assert [r.returncode for r in refused] == [2, 2] and not (tmp_path / "out.json").exists()
+    assert f"--results: no ais_bench TXT results (<image>_0.txt) in {inner}" in refused[0].stderr
+    (inner / "ILSVRC2012_val_00000001_0.txt").write_text("0.100000 0.200000 \n")
+    parent = run_cli("aggregate", "--results", str(outer), "--labels", str(completed_run["labels"]), "--output", str(tmp_path / "out.json"))
+    assert parent.returncode == 2
+    assert f"--results: {outer} holds no TXT results, but its folder 2023_01_06-02_56_00 does" in parent.stderr
+
+
+def test_cleanup_deletes_what_a_run_wrote_and_says_so(completed_run, tmp_path):
+    copy = copy_of(completed_run, tmp_path)
+    (copy / "notes.txt").write_text("mine")
+    result = run_cli("cleanup", "--root", str(copy))
+    assert result.returncode == 0, result.stderr
+    assert "cleanup: deleting " in result.stderr and f"objects of the run at {copy}: model/ (" in result.stderr
+    assert "keeping 1 object a run does not write, e.g. notes.txt" in result.stderr
+    assert sorted(p.name for p in copy.iterdir()) == ["notes.txt"]  # and no empty folders
+
+
+@pytest.mark.parametrize("where", ["not a run", "parent of runs"])
+def test_cleanup_refuses_a_folder_that_is_not_a_run(completed_run, tmp_path, where):
+    if where == "parent of runs":
+        folder = tmp_path / "runs"
+        shutil.copytree(completed_run["run"], folder / "test" / "tiny")
+    else:
+        folder = tmp_path / "thesis"
+        (folder / "chapters").mkdir(parents=True)
+        (folder / "chapters" / "one.tex").write_text("x")
+    files = sorted(folder.rglob("*"))
+    result = run_cli("cleanup", "--root", str(folder))
+    assert result.returncode == 2 and "is not the root of a pnas-eval run" in result.stderr and "nothing was deleted" in result.stderr
+    assert sorted(folder.rglob("*")) == files
+
+
+def test_one_image_is_one_image(completed_run, tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from pnas_jobs import local
+
+    copy = copy_of(completed_run, tmp_path)
+    report = json.loads((copy / layout.REPORT).read_text())
+    report["dataset"]["failed"] = report["dataset"]["failed"][:1]
+    (copy / layout.REPORT).write_text(json.dumps(report))
+    local._print_results(SimpleNamespace(root=str(copy)), {}, 1.0)
+    assert "\n1 image could not be used (see report.json): e.g. " in capsys.readouterr().out

@@ -40,3 +40,21 @@ def test_failed_images_between_good_ones_leave_the_rest_in_order(sample_set, tmp
     expected = np.stack([transform.preprocess((images / f"{name}.JPEG").read_bytes(), config) for name in good])
     assert np.array_equal(stored, expected)
     assert json.loads((tmp_path / "run" / layout.shard_record(0)).read_text())["images"] == good
+
+
+def test_every_labelled_file_is_used_or_recorded(sample_set, tmp_path):
+    """An animated GIF is decoded (its first frame, as PIL and torchvision's loader read it), and a
+    file the labels name is taken whatever its suffix; unlabelled files without an image suffix are not images."""
+    from PIL import Image
+
+    images = tmp_path / "images"
+    images.mkdir()
+    names = sample_set["names"][:2]
+    frames = [Image.open(sample_set["images"] / f"{name}.JPEG").convert("RGB") for name in names]
+    frames[0].save(images / "animated.gif", save_all=True, append_images=frames[1:])
+    shutil.copy(sample_set["images"] / f"{names[0]}.JPEG", images / "photo.jfif")
+    (images / "notes.txt").write_text("not an image")
+    labels = tmp_path / "labels.txt"
+    labels.write_text("animated.gif 5\nphoto.jfif 7\n")
+    record = shard.main(ShardParams(root=str(tmp_path / "run"), images=str(images), labels=str(labels), model=TINY_MODEL, shards=1, index=0))
+    assert record["images"] == ["animated", "photo"] and record["labels"] == [5, 7] and record["failed"] == []

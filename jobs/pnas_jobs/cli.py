@@ -7,9 +7,12 @@ packages add commands through the `pnas_eval.commands` entry point group (the op
 """
 from __future__ import annotations
 
+import errno
 import importlib
 import logging
+import signal
 import sys
+import threading
 import traceback
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -141,6 +144,38 @@ def _problems(error: ValidationError) -> str:
     return "; ".join(lines)
 
 
+# what no retry fixes: the user has to free space, grant access or give another path (exit 2)
+FINAL_OS_ERRORS = {
+    errno.EACCES: "", errno.EPERM: "", errno.EROFS: "", errno.ENOTDIR: "", errno.EISDIR: "", errno.EEXIST: "",
+    errno.ENAMETOOLONG: "", errno.ENOSPC: "; free some space, then run it again to resume",
+    errno.EDQUOT: "; free some space, then run it again to resume",
+}  # fmt: skip
+
+
+class Stopped(BaseException):
+    """SIGTERM (a pod being deleted, the local runner stopping): unwind, so that temporary files go."""
+
+
+def _stop(signum: int, _frame) -> None:
+    raise Stopped(signum)
+
+
+def _os_error(name: str, error: OSError) -> int:
+    """A file system error no retry fixes (a read-only or full disk, a file where a folder belongs): one
+    line naming the path, exit 2. Any other keeps its traceback and may be retried."""
+    if error.errno not in FINAL_OS_ERRORS:
+        return _unforeseen()
+    where = f": {error.filename}" if error.filename else ""
+    print(f"pnas-eval {name}: error: {error.strerror}{where}{FINAL_OS_ERRORS[error.errno]}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def _unforeseen() -> int:
+    """A bug or an unforeseen failure: keep the traceback, never a secret."""
+    print(logs.redact(traceback.format_exc()), file=sys.stderr)
+    return EXIT_RETRY
+
+
 def dispatch(command: BaseModel) -> int:
     if isinstance(command, StageParams):
         module, _, function = command.ENTRY.partition(":")
@@ -161,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pnas-eval {name}: error: {str(error).removeprefix('error parsing CLI: ')}", file=sys.stderr)
         return EXIT_BAD_INPUT
     logs.setup(parsed.verbose)
+    previous = signal.signal(signal.SIGTERM, _stop) if threading.current_thread() is threading.main_thread() else None
     try:
         return dispatch(get_subcommand(parsed))
     except SpecError as error:
@@ -172,11 +208,19 @@ def main(argv: list[str] | None = None) -> int:
     except StorageError as error:
         print(f"pnas-eval {name}: storage error: {logs.redact(str(error))}", file=sys.stderr)
         return EXIT_BAD_INPUT if error.permanent else EXIT_RETRY
+    except OSError as error:
+        return _os_error(name, error)
     except KeyboardInterrupt:
-        return 130
-    except Exception:  # a bug or an unforeseen failure: keep the traceback, never a secret
-        print(logs.redact(traceback.format_exc()), file=sys.stderr)
-        return EXIT_RETRY
+        print(f"pnas-eval {name}: interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
+    except Stopped:
+        print(f"pnas-eval {name}: stopped by SIGTERM", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    except Exception:
+        return _unforeseen()
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

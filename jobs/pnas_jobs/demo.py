@@ -155,7 +155,7 @@ def main(spec_path: Path, count: int, workers: int) -> int:
     pnaseval = load_manifest(spec_path)
     print(
         "pnas-eval demo: no pretrained weights can be downloaded here, so the backbone is random and the\n"
-        f"classifier head is planted on {count} generated images: each label sits at a known rank, so the\n"
+        f"classifier head is planted on {count} generated image{'' if count == 1 else 's'}: each label sits at a known rank, so the\n"
         "expected Top1..Top5 are known in advance. This checks the pipeline, not the model's accuracy.",
         file=sys.stderr,
     )

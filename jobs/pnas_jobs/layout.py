@@ -5,7 +5,7 @@
     model/state_dict.pth        the weights as exported (only for backends that run the PyTorch model)
     model/convert.json          conversion record: parity, checksums, label offset (written last)
     shards/shard-<i>.pixels     uint8 NHWC crops of shard i
-    shards/shard-<i>.json       its record: names, labels, failures, checksum (written last)
+    shards/shard-<i>.json       its record: names, labels, failures, checksum, each image's checksum (written last)
     results/bs<B>/shard-<i>.tar ais_bench TXT files (<stem>_0.txt) of shard i at batch size B
     results/bs<B>/shard-<i>.json  timing and checksum of that tar (written last: the commit marker)
     result_bs<B>.json           accuracy in the seed's vision_metric format
@@ -49,3 +49,9 @@ def result_marker(batch_size: int, index: int) -> str:
 
 def accuracy_json(batch_size: int) -> str:
     return f"result_bs{batch_size}.json"
+
+
+# What a run root holds: everything under model/, shards/ and results/, and the published files. A
+# folder is taken for a run root only when it holds one of RECORDS (cleanup deletes nothing else).
+RUN_KEY = r"(model|shards|results)/.+|result_bs[0-9]+\.json|report\.json"
+RECORDS = r"model/convert\.json|shards/shard-[0-9]+\.json|report\.json"

@@ -9,6 +9,7 @@ ties are broken as the seed breaks them.
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 
@@ -25,19 +26,61 @@ def image_name(path: str) -> str:
     return path.rsplit("/", 1)[-1].split(".")[0]
 
 
-def parse_labels(text: str, source: str = "labels") -> dict[str, int]:
-    """`<file name> <class>` per line -> {name without extension: class}, as the seed keys them."""
-    labels: dict[str, int] = {}
-    for number, line in enumerate(text.splitlines(), 1):
+class Labels(dict):
+    """{image name: class}, and the line of the labels file each came from (to name it in messages)."""
+
+    def __init__(self, source: str = "labels"):
+        super().__init__()
+        self.source = source
+        self.lines: dict[str, int] = {}
+        self.files: set[str] = set()  # the file names as written
+
+    def where(self, name: str) -> str:
+        return f"{self.source}:{self.lines[name]}" if name in self.lines else self.source
+
+
+_CLASS = re.compile(r"-?[0-9]+", re.ASCII)  # int() also takes other scripts' digits; the seed's files hold ASCII
+
+
+def parse_labels(text: str, source: str = "labels") -> Labels:
+    """`<file name> <class>` per line -> {name without extension: class}, as the seed keys them.
+
+    Stricter than the seed, whose last line wins silently: a name given twice, a negative class and
+    anything but ASCII digits are errors naming the line. A UTF-8 byte order mark is skipped.
+    """
+    labels = Labels(source)
+    for number, line in enumerate(text.removeprefix("\ufeff").splitlines(), 1):
         parts = line.strip().split()
         if not parts:
             continue
-        if len(parts) < 2 or not parts[1].lstrip("-").isdigit():
+        if len(parts) < 2 or not _CLASS.fullmatch(parts[1]):
             raise LabelsError(f"{source}:{number}: expected '<file name> <class>', got {line.strip()!r}")
-        labels[image_name(parts[0])] = int(parts[1])
+        name, label = image_name(parts[0]), int(parts[1])
+        if label < 0:
+            raise LabelsError(f"{source}:{number}: class {label} of {parts[0]} is negative (classes are 0-based)")
+        if name in labels:
+            again = "repeats" if labels[name] == label else f"gives class {label}, but"
+            raise LabelsError(
+                f"{source}:{number}: {parts[0]} {again} line {labels.lines[name]} gave class {labels[name]}: "
+                "one line per image"
+            )
+        labels[name], labels.lines[name] = label, number
+        labels.files.add(parts[0].rsplit("/", 1)[-1])
     if not labels:
         raise LabelsError(f"{source}: no labels found (expected '<file name> <class>' per line)")
     return labels
+
+
+def check_classes(labels: Labels, names, num_classes: int) -> None:
+    """Every named image's class is one of the model's (`num_classes` scores, a background class first when 1001)."""
+    offset = label_offset(num_classes)
+    for name in names:
+        label = labels[name]
+        if not 0 <= label + offset < num_classes:
+            raise LabelsError(
+                f"{labels.where(name)}: class {label} of {name} is outside the model's "
+                f"{num_classes - offset} classes (0..{num_classes - offset - 1})"
+            )
 
 
 def label_offset(num_classes: int) -> int:

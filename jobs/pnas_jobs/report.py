@@ -55,6 +55,7 @@ class BatchReport(BatchResult):
     shards: list[dict[str, Any]] = Field(default_factory=list)
     backend: str | None = None
     device: str | None = None
+    json_sha256: str | None = None  # of the published result_bs<B>.json: the report vouches for it
 
     def result(self) -> BatchResult:
         return BatchResult.model_validate(self.model_dump(include=set(BatchResult.model_fields)))

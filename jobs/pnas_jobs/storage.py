@@ -4,9 +4,14 @@
 relative, '/'-separated paths. Writes are atomic for a reader (temporary file + rename locally; one
 PUT or one completed multipart upload in S3). Credentials come from the environment only and never
 appear in messages: errors name the endpoint and the object, nothing else.
+
+Each object also has a cheap version token (`versions`: size and modification times locally, size and
+ETag in S3) and can be checked against what was written (`matches`), so a re-run can tell an object
+it made, unchanged, from one replaced or damaged since.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -22,6 +27,16 @@ SECRET_KEY_ENV = ("MINIO_SECRET_KEY", "AWS_SECRET_ACCESS_KEY")
 _TEMP_SUFFIX = ".pnas-tmp"
 
 
+def _file_mode() -> int:
+    """What open() would give a new file: 0o666 less the umask (mkstemp makes 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+FILE_MODE = _file_mode()
+
+
 class StorageError(RuntimeError):
     """A storage operation failed; the message names the endpoint and the object.
 
@@ -31,6 +46,16 @@ class StorageError(RuntimeError):
     def __init__(self, message: str, permanent: bool = False):
         super().__init__(message)
         self.permanent = permanent
+
+    def __reduce__(self):  # keeps `permanent` across processes (a decoding worker's error reaches its stage)
+        return _rebuild_error, (type(self), str(self), self.permanent)
+
+
+def _rebuild_error(cls: type[StorageError], message: str, permanent: bool) -> StorageError:
+    error = cls.__new__(cls)
+    RuntimeError.__init__(error, message)
+    error.permanent = permanent
+    return error
 
 
 class NotFound(StorageError):
@@ -99,10 +124,20 @@ class Store:
 
     def exists(self, key: str) -> bool: ...
     def read_bytes(self, key: str) -> bytes: ...
-    def write_bytes(self, key: str, data: bytes) -> None: ...
+    def write_bytes(self, key: str, data: bytes) -> str | None: ...
     def download(self, key: str, path: Path) -> Path: ...
-    def upload(self, path: Path, key: str) -> None: ...
-    def list(self, prefix: str = "") -> list[str]: ...
+    def upload(self, path: Path, key: str) -> str | None:
+        """Store a file; returns the object's ETag where the server gives one (S3), else None."""
+
+    def versions(self, prefix: str = "") -> dict[str, str]:
+        """{key: version token} of every object under `prefix`: a token changes whenever the content may have."""
+
+    def matches(self, key: str, sha256: str, size: int | None = None, etag: str | None = None) -> bool:
+        """Whether the object is still the one written: its size, and its ETag or else its sha256."""
+
+    def list(self, prefix: str = "") -> list[str]:
+        return sorted(self.versions(prefix))
+
     def delete(self, key: str) -> None: ...
     def child(self, prefix: str) -> "Store": ...
     def size(self, key: str) -> int: ...
@@ -110,8 +145,8 @@ class Store:
     def read_text(self, key: str) -> str:
         return self.read_bytes(key).decode()
 
-    def write_text(self, key: str, text: str) -> None:
-        self.write_bytes(key, text.encode())
+    def write_text(self, key: str, text: str) -> str | None:
+        return self.write_bytes(key, text.encode())
 
     def delete_prefix(self, prefix: str) -> int:
         keys = self.list(prefix)
@@ -161,6 +196,7 @@ class LocalStore(Store):
         os.close(fd)
         try:
             write(Path(temp))
+            os.chmod(temp, FILE_MODE)  # readable like any file the user writes, not mkstemp's 0600
             os.replace(temp, target)
         except BaseException:
             Path(temp).unlink(missing_ok=True)
@@ -174,6 +210,16 @@ class LocalStore(Store):
             return
         self._atomic(key, lambda p: shutil.copyfile(path, p))
 
+    def matches(self, key: str, sha256: str, size: int | None = None, etag: str | None = None) -> bool:
+        path = self._path(key)
+        try:
+            if size is not None and path.stat().st_size != size:
+                return False
+            with open(path, "rb") as handle:
+                return hashlib.file_digest(handle, "sha256").hexdigest() == sha256
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return False
+
     def download(self, key: str, path: Path) -> Path:
         source = self._path(key)
         if not source.is_file():
@@ -184,23 +230,42 @@ class LocalStore(Store):
             shutil.copyfile(source, path)
         return path
 
-    def list(self, prefix: str = "") -> list[str]:
+    def versions(self, prefix: str = "") -> dict[str, str]:
+        """Size, mtime and ctime: a file rewritten or replaced gets a new ctime, whatever its mtime says."""
         base = self._path(prefix) if prefix else self.root
         if base.is_file():
-            return [prefix]
-        if not base.is_dir():
-            return []
-        return sorted(
-            p.relative_to(self.root).as_posix()
-            for p in base.rglob("*")
-            if p.is_file() and not p.name.endswith(_TEMP_SUFFIX)
-        )
+            return {prefix: _token(base.stat())}
+        found = {}
+        for folder, _, files in os.walk(base, followlinks=True):  # nothing when base is missing
+            for name in files:
+                if name.endswith(_TEMP_SUFFIX):
+                    continue
+                path = Path(folder, name)
+                try:
+                    stat = path.stat()
+                except FileNotFoundError:  # removed meanwhile
+                    continue
+                found[path.relative_to(self.root).as_posix()] = _token(stat)
+        return found
 
     def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
+        """Remove the file, and the folders it leaves empty (as deleting an S3 object leaves no prefix)."""
+        path = self._path(key)
+        path.unlink(missing_ok=True)
+        for folder in path.parents:
+            if folder == self.root or not folder.is_relative_to(self.root):
+                break
+            try:
+                folder.rmdir()
+            except OSError:  # not empty
+                break
 
     def child(self, prefix: str) -> "LocalStore":
         return LocalStore(self._path(prefix)) if prefix else self
+
+
+def _token(stat: os.stat_result) -> str:
+    return f"{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ctime_ns}"
 
 
 class S3Store(Store):
@@ -270,16 +335,28 @@ class S3Store(Store):
 
         return self._call("read", key, read)
 
-    def write_bytes(self, key: str, data: bytes) -> None:
+    def write_bytes(self, key: str, data: bytes) -> str | None:
         import io
 
-        self._call(
+        return self._call(
             "write", key, lambda: self.client.put_object(self.bucket, self._key(key), io.BytesIO(data), len(data))
-        )
+        ).etag
 
-    def upload(self, path: Path, key: str) -> None:
+    def upload(self, path: Path, key: str) -> str | None:
         # fput_object switches to multipart for large files and retries each part.
-        self._call("upload", key, lambda: self.client.fput_object(self.bucket, self._key(key), str(path)))
+        return self._call("upload", key, lambda: self.client.fput_object(self.bucket, self._key(key), str(path))).etag
+
+    def matches(self, key: str, sha256: str, size: int | None = None, etag: str | None = None) -> bool:
+        """The ETag is the server's own content checksum: comparing it reads nothing back."""
+        try:
+            stat = self._call("stat", key, lambda: self.client.stat_object(self.bucket, self._key(key)))
+        except NotFound:
+            return False
+        if size is not None and stat.size != size:
+            return False
+        if etag:
+            return stat.etag == etag
+        return hashlib.sha256(self.read_bytes(key)).hexdigest() == sha256
 
     def download(self, key: str, path: Path) -> Path:
         path = Path(path)
@@ -288,18 +365,20 @@ class S3Store(Store):
         self._call("download", key, lambda: self.client.fget_object(self.bucket, self._key(key), str(path)))
         return path
 
-    def list(self, prefix: str = "") -> list[str]:
+    def versions(self, prefix: str = "") -> dict[str, str]:
+        """Size and ETag (the server's checksum of the content), from the listing itself."""
         full = join(self.prefix, check_key(prefix) if prefix else "")
         start = len(self.prefix) + 1 if self.prefix else 0
 
-        def names() -> list[str]:
+        def listing() -> dict[str, str]:
             objects = self.client.list_objects(self.bucket, prefix=full + "/" if full else None, recursive=True)
-            return sorted(o.object_name[start:] for o in objects if not o.is_dir)
+            return {o.object_name[start:]: f"{o.size}:{o.etag}" for o in objects if not o.is_dir}
 
-        keys = self._call("list", prefix, names)
-        if prefix and not keys and self.exists(prefix):
-            return [prefix]
-        return keys
+        found = self._call("list", prefix, listing)
+        if prefix and not found and self.exists(prefix):
+            stat = self._call("stat", prefix, lambda: self.client.stat_object(self.bucket, self._key(prefix)))
+            return {prefix: f"{stat.size}:{stat.etag}"}
+        return found
 
     def delete(self, key: str) -> None:
         self._call("delete", key, lambda: self.client.remove_object(self.bucket, self._key(key)))
@@ -317,6 +396,12 @@ def _minio_client(settings: StorageSettings):
     if not settings.endpoint:
         raise StorageError(
             "s3:// storage needs an endpoint: set spec.storage.endpoint (host:port) or PNAS_STORAGE_ENDPOINT", True
+        )
+    if "://" in settings.endpoint or "/" in settings.endpoint:
+        raise StorageError(
+            f"spec.storage.endpoint (or PNAS_STORAGE_ENDPOINT) is {settings.endpoint!r}: give host:port only, "
+            "without a scheme or path (spec.storage.secure: true for https)",
+            True,
         )
     access, secret = credentials()
     retry = urllib3.Retry(

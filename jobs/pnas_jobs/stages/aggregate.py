@@ -1,12 +1,17 @@
 """Stage 4, aggregate: every shard's results + labels -> result_bs<B>.json (the seed's format) and
 report.json; or, for results made outside pnas-eval, one ais_bench TXT folder -> one JSON.
 
-Nothing is published while a shard is missing or stale: each result is checked against the shard
-it came from, and each image is counted once.
+Everything is read and checked first, then every result of the run is published, or none: a
+missing or stale shard, results made from another shard or model, a label outside the model's
+classes or nothing to score at all stop the stage before it writes. Publishing removes the old
+report first and writes the new one last (it lists each published file's checksum), and removes
+the accuracy files of batch sizes this run does not have: the run's folder never mixes two inputs.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -22,15 +27,22 @@ from pnas_jobs.storage import StorageSettings, open_object, open_store
 log = logging.getLogger(__name__)
 
 
-def score(names: list[str], scores: np.ndarray, labels: dict[str, int], source: str) -> tuple[dict, np.ndarray]:
+_ACCURACY_JSON = re.compile(r"result_bs[0-9]+\.json")
+
+
+def score(names: list[str], scores: np.ndarray, labels: metric.Labels, source: str) -> tuple[dict, np.ndarray]:
     """The seed's accuracy table for these results, and each image's label rank."""
     unknown = [n for n in names if n not in labels]
     if unknown:
         raise UserError(f"{len(unknown)} results have no label in {source} (e.g. {unknown[:3]})")
-    num_classes = scores.shape[1] if len(names) else 0
+    if not names:
+        raise UserError(f"no results to score against {source}")
+    num_classes = scores.shape[1]
+    try:
+        metric.check_classes(labels, names, num_classes)
+    except metric.LabelsError as error:
+        raise UserError(f"{error} (the results have {num_classes} scores per image)") from None
     targets = np.array([labels[n] for n in names], dtype=np.int64) + metric.label_offset(num_classes)
-    if len(targets) and (targets.min() < 0 or targets.max() >= num_classes):
-        raise UserError(f"labels in {source} fall outside the {num_classes} scores of the results")
     positions = metric.ranks(scores, targets)
     return metric.accuracy_table(len(names), num_classes, metric.hits(positions)), positions
 
@@ -45,6 +57,14 @@ def score_folder(results_dir: str, labels_uri: str, output: str) -> dict:
         files, scores = results.parse_first_lines(results.first_lines_from_dir(folder))
     except results.ScoreFormatError as error:
         raise UserError(f"--results: {error}") from None
+    if not files:
+        inner = sorted(d.name for d in folder.iterdir() if d.is_dir() and any(d.glob(f"*{results.TXT_SUFFIX}")))
+        if inner:
+            raise UserError(
+                f"--results: {results_dir} holds no TXT results, but its folder {inner[0]} does"
+                f"{f' (and {len(inner) - 1} more)' if len(inner) > 1 else ''}: pass the ais_bench output folder itself"
+            )
+        raise UserError(f"--results: no ais_bench TXT results (<image>{results.TXT_SUFFIX}) in {results_dir}")
     table, _ = score([results.image_name(f) for f in files], scores, labels, labels_uri)
     store, key = open_object(output)
     store.write_text(key, metric.seed_json(table))
@@ -72,34 +92,40 @@ def _combined_timing(markers: list[dict], batch_size: int) -> Timing:
     )
 
 
-def _read_batch_size(store, batch_size: int, shards: list[dict], work: Path) -> tuple[list[str], np.ndarray, list]:
+def _read_batch_size(store, batch_size: int, shards: list[dict], models: set[str] | None, work: Path):
+    """Names, scores and markers of every shard at this batch size; UserError unless all are there and current."""
     markers, missing, stale = [], [], []
     for shard in shards:
         index = shard["index"]
         marker = records.read(store, layout.result_marker(batch_size, index))
         if marker is None:
             missing.append(index)
-        elif marker["inputs"]["shard_sha256"] != shard["pixels"]["sha256"]:
-            stale.append(index)
+        elif marker["inputs"].get("shard") != records.shard_identity(shard) or (
+            models is not None and marker["inputs"].get("model_sha256") not in models
+        ):
+            stale.append(index)  # made from another shard or another model
         else:
             markers.append(marker)
     if missing or stale:
         parts = [f"missing for shards {missing}" if missing else "", f"stale for shards {stale}" if stale else ""]
         raise UserError(
             f"results for batch size {batch_size} are {' and '.join(p for p in parts if p)}: "
-            "re-run their inference; nothing was published"
+            "run the evaluation again (or their infer units); nothing was published"
         )
     names, blocks = [], []
     for shard, marker in zip(shards, markers):
         path = store.fetch(marker["tar"]["key"], work)
         if records.sha256_file(path) != marker["tar"]["sha256"]:
-            raise UserError(f"{marker['tar']['key']} does not match its checksum: re-run inference of that shard")
+            raise UserError(
+                f"{marker['tar']['key']} does not match its checksum: run the evaluation again (its infer unit "
+                "makes damaged results again); nothing was published"
+            )
         files, scores = results.parse_first_lines(results.first_lines_from_tar(path))
         shard_names = [results.image_name(f) for f in files]
         if sorted(shard_names) != sorted(shard["images"]):
             raise UserError(
                 f"{marker['tar']['key']} holds {len(files)} results for the {len(shard['images'])} images "
-                f"of shard {shard['index']}: re-run inference of that shard"
+                f"of shard {shard['index']}: run the evaluation again (or that infer unit); nothing was published"
             )
         names += shard_names
         blocks.append(scores)
@@ -160,6 +186,39 @@ def _dataset_report(shard_records: list[dict], labels: dict, labels_uri: str, li
     )
 
 
+def _check_something_scored(data: dict) -> None:
+    """Zero scored images is no accuracy at all: say why instead of publishing "Number of images 0"."""
+    if data["scored"]:
+        return
+    failed = data["failed"]
+    unlabelled = sum(1 for f in failed if f["error"].startswith("no label"))
+    example = f" (e.g. {failed[0]['image']}: {failed[0]['error']})" if failed else ""
+    raise UserError(
+        f"no image could be scored: of {data['images']} images, {len(failed) - unlabelled} could not be decoded "
+        f"and {unlabelled} have no label in {data['labels']}{example}; nothing was published"
+    )
+
+
+def _publish(store, tables: dict[int, dict], report: Report) -> None:
+    """The run's results, all of them: the old report goes first and the new one comes last, so that a
+    report always vouches for the accuracy files beside it; files of other batch sizes are removed."""
+    store.delete(layout.REPORT)
+    for row in report.results:
+        text = metric.seed_json(tables[row.batch_size])
+        store.write_text(layout.accuracy_json(row.batch_size), text)
+        row.json_sha256 = hashlib.sha256(text.encode()).hexdigest()
+    current = {layout.accuracy_json(b) for b in tables}
+    for key in store.list():
+        if _ACCURACY_JSON.fullmatch(key) and key not in current:
+            log.info("aggregate: removing %s: this run has no batch size %s", key, key[len("result_bs") : -len(".json")])
+            store.delete(key)
+    records.write(store, layout.REPORT, report.dump())
+
+
+def _model_shas(convert: dict) -> set[str] | None:
+    return {entry["sha256"] for entry in records.model_files(convert)} if convert else None
+
+
 def main(p: AggregateParams) -> dict:
     if p.results is not None:
         table = score_folder(p.results, p.labels, p.output)
@@ -171,18 +230,19 @@ def main(p: AggregateParams) -> dict:
     labels = dataset.read_labels(p.labels, settings)
     convert = records.read(store, layout.CONVERT_RECORD) or {}
     shard_records = _shard_records(store, p.shards)
-    per_batch = []
+    data = _dataset_report(shard_records, labels, p.labels, p.limit)
+    _check_something_scored(data)
+    per_batch, tables = [], {}
     with tempfile.TemporaryDirectory(prefix="pnas-aggregate-") as tmp:
-        for batch_size in sorted(p.batch_sizes):
-            names, scores, markers = _read_batch_size(store, batch_size, shard_records, Path(tmp))
-            result, table = _batch_report(batch_size, names, scores, markers, labels, p.labels)
-            store.write_text(layout.accuracy_json(batch_size), metric.seed_json(table))
+        for batch_size in sorted(p.batch_sizes):  # everything is read and checked before anything is written
+            names, scores, markers = _read_batch_size(store, batch_size, shard_records, _model_shas(convert), Path(tmp))
+            result, tables[batch_size] = _batch_report(batch_size, names, scores, markers, labels, p.labels)
             per_batch.append(result)
     report = Report(
         run=store.uri,
         model={k: convert.get(k) for k in ("model", "num_classes", "label_offset", "input_size", "opset", "weights", "parity")}
         | {"onnx_sha256": convert.get("onnx", {}).get("sha256"), "om": convert.get("om")},
-        dataset=_dataset_report(shard_records, labels, p.labels, p.limit),
+        dataset=data,
         shards=[
             {"index": m["index"], "images": len(m["images"]), "failed": len(m["failed"]), "seconds": m["seconds"]}
             for m in shard_records
@@ -195,9 +255,12 @@ def main(p: AggregateParams) -> dict:
             aggregate_s=time.perf_counter() - started,
         ),
     )
-    records.write(store, layout.REPORT, report.dump())
+    _publish(store, tables, report)
     if p.summary_file:
         Path(p.summary_file).write_text(report.summary().model_dump_json(by_alias=True, exclude_none=True))
     for row in per_batch:
-        log.info("aggregate bs%d: %d images, top-1 %s%%, top-5 %s%%", row.batch_size, row.images, row.top1, row.top5)
+        log.info(
+            "aggregate bs%d: %d %s, top-1 %s%%, top-5 %s%%",
+            row.batch_size, row.images, "image" if row.images == 1 else "images", row.top1, row.top5,
+        )  # fmt: skip
     return report.dump()

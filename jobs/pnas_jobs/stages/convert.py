@@ -141,8 +141,8 @@ def _keep_state_dict(model, store, work: Path) -> dict:
 
     path = work / "state_dict.pth"
     torch.save(model.state_dict(), path)
-    store.upload(path, layout.STATE_DICT)
-    return {"key": layout.STATE_DICT, "sha256": records.sha256_file(path)}
+    etag = store.upload(path, layout.STATE_DICT)
+    return records.output(layout.STATE_DICT, records.sha256_file(path), path.stat().st_size, etag)
 
 
 def main(p: ConvertParams) -> dict:
@@ -156,7 +156,7 @@ def main(p: ConvertParams) -> dict:
         weights_path = fetch_weights(p.weights, work)
         weights_sha256 = records.sha256_file(weights_path) if weights_path else None
         inputs = _inputs(p, input_size, weights_sha256)
-        if not p.force and (done := records.finished(store, layout.CONVERT_RECORD, inputs)):
+        if not p.force and (done := records.finished(store, layout.CONVERT_RECORD, inputs, outputs=records.model_files)):
             log.info("convert: already done for these inputs (%s); skipping", layout.CONVERT_RECORD)
             return done
         atc_commands = _atc_commands(ONNX_FILE, p.batch_sizes, input_size, p.soc_version) if p.target == "om" else {}
@@ -171,11 +171,11 @@ def main(p: ConvertParams) -> dict:
             input_size=input_size,
             opset=p.opset,
             weights=weights_record,
-            onnx={"key": layout.ONNX_MODEL, "sha256": records.sha256_file(simplified), "bytes": simplified.stat().st_size},
             parity=check,
             timings=timings,
         )
-        store.upload(simplified, layout.ONNX_MODEL)
+        etag = store.upload(simplified, layout.ONNX_MODEL)
+        record["onnx"] = records.output(layout.ONNX_MODEL, records.sha256_file(simplified), simplified.stat().st_size, etag)
         if p.keep_state_dict:
             record["state_dict"] = _keep_state_dict(model, store, work)
         if p.target == "om":

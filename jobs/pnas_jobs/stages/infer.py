@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from pnas_jobs import layout, records, transform
+from pnas_jobs import dataset, layout, metric, records, transform
 from pnas_jobs.backends import registry
 from pnas_jobs.errors import UserError
 from pnas_jobs.params import InferParams, cpu_share, stage_index
 from pnas_jobs.results import TarWriter
-from pnas_jobs.storage import NotFound, Store, StorageSettings, open_store
+from pnas_jobs.storage import NotFound, Store, StorageError, StorageSettings, open_store
 
 log = logging.getLogger(__name__)
 
@@ -37,16 +37,14 @@ def load_pixels(store: Store, shard: dict, work: Path) -> np.ndarray:
     index, shape = shard["index"], tuple(shard["shape"])
     if shape[0] == 0:
         return np.zeros(shape, dtype=np.uint8)
+    redo = "run the evaluation again: its shard stage makes damaged or missing shards again"
     try:
         path = store.fetch(shard["pixels"]["key"], work)
     except NotFound:
-        raise ShardCorrupt(f"shard {index}: {shard['pixels']['key']} is missing; re-run the shard stage") from None
+        raise ShardCorrupt(f"shard {index}: {shard['pixels']['key']} is missing; {redo}") from None
     size, expected = path.stat().st_size, int(np.prod(shape))
     if size != expected or records.sha256_file(path) != shard["pixels"]["sha256"]:
-        raise ShardCorrupt(
-            f"shard {index}: {shard['pixels']['key']} is corrupt ({size} bytes, checksum mismatch); "
-            "re-run the shard stage"
-        )
+        raise ShardCorrupt(f"shard {index}: {shard['pixels']['key']} is corrupt ({size} bytes, checksum mismatch); {redo}")
     return np.memmap(path, dtype=np.uint8, mode="r", shape=shape)
 
 
@@ -113,6 +111,23 @@ def _writer(tar: TarWriter, names: list[str], jobs: queue.Queue, errors: list) -
             errors.append(error)
 
 
+def check_labels(shard: dict, num_classes: int) -> None:
+    """Before any inference: every label of the shard is one of the model's classes (naming the labels file's line)."""
+    offset = metric.label_offset(num_classes)
+    if all(0 <= label + offset < num_classes for label in shard["labels"]):
+        return
+    labels = metric.Labels(shard.get("labels_uri", "the labels file"))
+    labels.update(zip(shard["images"], shard["labels"]))
+    try:  # only now: the line numbers are in the labels file, not in the record
+        labels.lines = dataset.read_labels(labels.source).lines
+    except (UserError, StorageError):
+        pass
+    try:
+        metric.check_classes(labels, shard["images"], num_classes)
+    except metric.LabelsError as error:
+        raise UserError(f"spec.dataset.labels: {error}") from None
+
+
 def main(p: InferParams) -> dict:
     index = stage_index(p.index)
     backend = registry.get(p.backend)
@@ -126,11 +141,12 @@ def main(p: InferParams) -> dict:
         raise UserError(f"shard {index} does not exist under {store.uri}: run the shard stage first")
     model = model_entry(convert, backend, p.batch_size)
     inputs = dict(
-        model_sha256=model["sha256"], shard_sha256=shard["pixels"]["sha256"], index=index,
+        model_sha256=model["sha256"], shard=records.shard_identity(shard), index=index,
         batch_size=p.batch_size, backend=backend.name, device=device,
     )  # fmt: skip
+    check_labels(shard, int(convert["num_classes"]))  # even when done: results the labels cannot score are no results
     marker = layout.result_marker(p.batch_size, index)
-    if not p.force and (done := records.finished(store, marker, inputs)):
+    if not p.force and (done := records.finished(store, marker, inputs, outputs=lambda r: [r["tar"]])):
         log.info("infer shard %d bs%d: already done for these inputs; skipping", index, p.batch_size)
         return done
     threads = p.threads or (cpu_share() if backend.cpu_threads and device == registry.CPU else 0)
@@ -148,12 +164,13 @@ def main(p: InferParams) -> dict:
             result = _infer(session, pixels, shard["images"], p.batch_size, config, tar_path)
         finally:
             session.close()
+        tar_key = layout.result_tar(p.batch_size, index)
+        etag = store.upload(tar_path, tar_key)
         result.update(
             inputs=inputs, index=index, batch_size=p.batch_size, backend=backend.name, device=device, threads=threads,
             providers=getattr(session, "providers", None),
-            tar={"key": layout.result_tar(p.batch_size, index), "sha256": records.sha256_file(tar_path)},
+            tar=records.output(tar_key, records.sha256_file(tar_path), tar_path.stat().st_size, etag),
         )  # fmt: skip
-        store.upload(tar_path, layout.result_tar(p.batch_size, index))
     records.write(store, marker, result)  # last: the results now exist
     log.info(
         "infer shard %d bs%d: %d images, compute %.1f img/s, end to end %.1f img/s",
