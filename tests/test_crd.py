@@ -120,3 +120,26 @@ def test_the_spec_is_immutable():
     assert cel(rules.IMMUTABLE.rule, spec, copy.deepcopy(spec)) is True
     assert cel(rules.IMMUTABLE.rule, changed, spec) is False
     assert "create a new PnasEval" in rules.IMMUTABLE.message
+
+
+def undescribed(node: dict, path: str = "") -> list[str]:
+    """Fields `kubectl explain` would show without a description."""
+    out = []
+    for name, child in (node.get("properties") or {}).items():
+        out += ([] if child.get("description") else [f"{path}.{name}"]) + undescribed(child, f"{path}.{name}")
+    for key, suffix in (("items", "[]"), ("additionalProperties", "{}")):
+        if isinstance(node.get(key), dict):
+            out += undescribed(node[key], path + suffix)
+    return out
+
+
+def test_every_field_is_described_for_kubectl_explain():
+    assert undescribed(version()["schema"]["openAPIV3Schema"]) == []
+
+
+def test_conditions_are_a_map_by_type_and_not_in_the_all_category():
+    status = version()["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
+    conditions = status["conditions"]
+    assert (conditions["x-kubernetes-list-type"], conditions["x-kubernetes-list-map-keys"]) == ("map", ["type"])
+    assert "type" in conditions["items"]["required"]  # a map key must be required
+    assert "all" not in crd.definition()["spec"]["names"].get("categories", [])

@@ -92,6 +92,20 @@ def spec_schema() -> dict:
     return schema
 
 
+# the descriptions Kubernetes' own types carry (k8s.io/apimachinery/pkg/apis/meta/v1 TypeMeta)
+API_VERSION_DOC = "APIVersion defines the versioned schema of this representation of an object: pnaseval.io/v1alpha1."
+KIND_DOC = "Kind is a string value representing the REST resource this object represents: PnasEval."
+
+
+def status_schema() -> dict:
+    schema = schema_of(PnasEvalStatus)
+    # conditions are a map keyed by type, as metav1.Condition lists are (server-side apply merges by type)
+    conditions = schema["properties"]["conditions"]
+    conditions["x-kubernetes-list-type"] = "map"
+    conditions["x-kubernetes-list-map-keys"] = ["type"]
+    return schema
+
+
 def definition() -> dict:
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
@@ -106,7 +120,8 @@ def definition() -> dict:
                 "plural": PLURAL,
                 "singular": KIND.lower(),
                 "shortNames": SHORT_NAMES,
-                "categories": ["all"],
+                # not in `all`: `kubectl delete all --all` must not delete evaluations (and start their cleanup)
+                "categories": ["pnaseval"],
             },
             "versions": [
                 {
@@ -129,11 +144,11 @@ def definition() -> dict:
                             "description": "An evaluation of an image classifier on an ImageNet-style set.",
                             "required": ["spec"],
                             "properties": {
-                                "apiVersion": {"type": "string"},
-                                "kind": {"type": "string"},
-                                "metadata": {"type": "object"},
+                                "apiVersion": {"type": "string", "description": API_VERSION_DOC},
+                                "kind": {"type": "string", "description": KIND_DOC},
+                                "metadata": {"type": "object", "description": "Standard object metadata (name, namespace, labels, ...)."},
                                 "spec": spec_schema(),
-                                "status": schema_of(PnasEvalStatus),
+                                "status": status_schema(),
                             },
                         }
                     },
