@@ -10,19 +10,20 @@ import time
 import traceback
 from pathlib import Path
 
-from benchmarks import aggregation, backends, pipeline, planning, preprocess
+from benchmarks import aggregation, backends, pipeline, planning, preprocess, reactions
 from benchmarks.common import FULL, SMOKE, REPO, Context, Row
 from benchmarks.report import markdown, plot
 
 # in the order they run: quick and independent first, the model last
 MODULES = {
     "planning": planning,
+    "operator": reactions,
     "aggregation": aggregation,
     "preprocess": preprocess,
     "pipeline": pipeline,
     "backends": backends,
 }
-ROW_ORDER = ["1", "2a", "2b", "3", "4a", "4b", "5", "6", "7"]
+ROW_ORDER = ["1", "2a", "2b", "3", "4a", "4b", "5", "6", "7", "8"]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
