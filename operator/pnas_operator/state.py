@@ -200,12 +200,20 @@ def derive(
         if summary
         else [],
     )
+    status.conditions = _conditions(plan, views, previous, (phase, reason, message), queued_, stall, now, generation)
+    events += _problem_events(previous, queued_, stall)
+    return Outcome(status, [] if phase in TERMINAL else list(decision.start), events)
+
+
+def _conditions(plan: Plan, views: dict, previous: dict, run: tuple[Phase, str, str], queued_, stall, now: str, generation) -> list:
+    """Ready (the run), one <Step>Done per started step, and Queued / Stalled while they apply."""
+    phase, reason, message = run
     ready = True if phase == Phase.SUCCEEDED else (False if phase == Phase.FAILED else None)
     problems = [
         problem_condition(previous, ConditionType.QUEUED, queued_, now, generation),
         problem_condition(previous, ConditionType.STALLED, stall, now, generation),
     ]
-    status.conditions = [
+    return [
         condition(previous, ConditionType.READY, ready, reason, message, now, generation),
         *(
             condition(previous, step_condition_type(s.name), _ok(views[s.name]), _reason(views[s.name]), "", now, generation)
@@ -214,8 +222,6 @@ def derive(
         ),
         *(c for c in problems if c is not None),
     ]
-    events += _problem_events(previous, queued_, stall)
-    return Outcome(status, [] if phase in TERMINAL else list(decision.start), events)
 
 
 def _running(plan: Plan, views: dict) -> list[Step]:
