@@ -81,10 +81,24 @@ def schema_of(model) -> dict:
     return _structural(schema, schema.get("$defs", {}))
 
 
+# core/v1 Toleration's own rules (kubernetes pkg/apis/core/validation, ValidateTolerations), so that a
+# bad toleration is refused on `kubectl apply`, not when the operator creates the Job. Only the API
+# server needs them: a local run places nothing.
+TOLERATION_RULES = [
+    {"rule": "self.operator != 'Exists' || !has(self.value) || self.value == ''", "message": "value must be empty when operator is Exists"},
+    {"rule": "(has(self.key) && self.key != '') || self.operator == 'Exists'", "message": "operator must be Exists when key is empty"},
+    {"rule": "!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+     "message": "tolerationSeconds needs effect NoExecute"},
+]
+
+
 def spec_schema() -> dict:
     schema = schema_of(PnasEvalSpec)
     batch = schema["properties"]["inference"]["properties"]["batchSizes"]
     batch["x-kubernetes-list-type"] = "set"  # unique batch sizes, enforced by the API server
+    toleration = schema["properties"]["inference"]["properties"]["tolerations"]["items"]
+    toleration["x-kubernetes-validations"] = TOLERATION_RULES
+    toleration["properties"]["tolerationSeconds"]["format"] = "int64"
     schema["x-kubernetes-validations"] = [
         *rules.cel_validations(),
         {"rule": rules.IMMUTABLE.rule, "message": rules.IMMUTABLE.message},
