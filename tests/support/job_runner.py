@@ -74,6 +74,7 @@ class JobRunner:
         self.namespace, self.base_env = namespace, base_env
         self.execute, self.summary, self.poll, self.pod_seconds = execute, summary, poll, pod_seconds
         self.completed: dict[str, float] = {}  # job name -> when (monotonic) its Complete condition was written
+        self.slow: dict[str, float] = {}  # job name -> seconds its pods run (execute=False), instead of pod_seconds
         self.fail: dict[tuple[str, int], int] = {}
         self.hold: set[str] = set()  # Jobs whose pods wait until released
         self.unschedulable: dict[str, str] = {}
@@ -302,7 +303,7 @@ class JobRunner:
             self.fail[key] -= 1
             code = 1  # the pod died before the command finished
         elif not self.execute:
-            time.sleep(self.pod_seconds)
+            time.sleep(self.slow.get(name, self.pod_seconds))
             code = 0
             message = self.summary(job) if self.summary and container["command"][1:2] == ["aggregate"] else ""
         else:
