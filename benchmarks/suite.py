@@ -10,20 +10,21 @@ import time
 import traceback
 from pathlib import Path
 
-from benchmarks import aggregation, backends, pipeline, planning, preprocess, threads
+from benchmarks import aggregation, backends, pipeline, planning, preprocess, reactions, threads
 from benchmarks.common import FULL, SMOKE, REPO, Context, Row
 from benchmarks.report import markdown, plot
 
 # in the order they run: quick and independent first, the model last
 MODULES = {
     "planning": planning,
+    "operator": reactions,
     "aggregation": aggregation,
     "preprocess": preprocess,
     "pipeline": pipeline,
     "threads": threads,
     "backends": backends,
 }
-ROW_ORDER = ["1", "2a", "2b", "3", "4a", "4b", "5", "6", "7", "8"]
+ROW_ORDER = ["1", "2a", "2b", "3", "4a", "4b", "5", "6", "7", "8", "9"]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -56,7 +56,7 @@ SCENARIOS: dict[str, dict] = {
         },
     },
     "tuned": {
-        "operator": {"reconcileInterval": 2.5, "verbose": True, "nodeSelector": {"role": "system"}},
+        "operator": {"reconcile": {"resyncInterval": 2.5, "apiTimeout": 10}, "verbose": True, "nodeSelector": {"role": "system"}},
         "jobs": {
             "serviceAccount": {"name": "evaluator", "annotations": {"iam.example/role": "s3-reader"}},
             "ttlSecondsAfterFinished": 1000000,
@@ -77,7 +77,9 @@ SCENARIOS: dict[str, dict] = {
         "rbac": {"aggregateToDefaultRoles": False},
     },
     "no-rbac": {"rbac": {"create": False}},
-    "minio": {"minio": {"enabled": True}},
+    "minio": {"minio": {"enabled": True, "credentials": {"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}}},
+    "service-monitor": {"operator": {"metrics": {"port": 9100, "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}}}},
+    "subchart-globals": {"global": {"imageRegistry": "registry.example", "storageClass": "fast"}},
     "minio-given-credentials": {
         "minio": {
             "enabled": True,
@@ -96,9 +98,9 @@ OPERATOR_RULES = {
     ("pnaseval.io", "pnasevals"): {"get", "list", "watch", "patch", "update"},
     ("pnaseval.io", "pnasevals/status"): {"get", "patch", "update"},
     ("pnaseval.io", "pnasevals/finalizers"): {"update"},  # blockOwnerDeletion on the Jobs' owner reference
-    ("batch", "jobs"): {"list", "create"},  # the calls in pnas_operator/kube.py (test below)
-    ("", "pods"): {"list"},
-    ("", "events"): {"create", "patch"},
+    ("batch", "jobs"): {"get", "list", "watch", "create"},  # kube.py's calls and kopf's index (test below)
+    ("", "pods"): {"list", "watch"},
+    ("", "events"): {"list", "create", "patch"},
     ("events.k8s.io", "events"): {"create", "patch"},
 }
 KOPF_DISCOVERY = {("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"}}
@@ -204,7 +206,10 @@ def test_every_rendered_object_is_valid_kubernetes(scenario):
     objs = objects(scenario)
     assert objs
     for obj in objs:
-        validate(obj)
+        if obj["apiVersion"].startswith("monitoring.coreos.com/"):  # the Prometheus Operator's CRD, not in the schemas
+            assert obj["kind"] == "ServiceMonitor" and obj["spec"]["endpoints"][0]["port"] == "metrics"
+        else:
+            validate(obj)
         if obj["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
             assert obj["metadata"].get("namespace"), f"{obj['kind']} {obj['metadata']['name']}: no namespace"
 
@@ -265,14 +270,17 @@ def test_operator_gets_exactly_the_permissions_it_needs(scenario, watched):
         assert of_kind(objs, "Role") == of_kind(objs, "RoleBinding") == []
 
 
-def test_the_job_and_pod_rules_are_the_calls_the_operator_makes():
-    """kube.py is the operator's one door to the API (besides kopf's own PnasEval watching)."""
+def test_the_job_pod_and_event_rules_are_the_calls_the_operator_makes():
+    """kube.py is the operator's one door to the API; kopf watches what handlers.py indexes, and posts Events."""
     source = (REPO / "operator" / "pnas_operator" / "kube.py").read_text()
-    calls = set(re.findall(r"\.(list|create|get|read|watch|patch|delete|replace)_namespaced_(job|pod)\(", source))
-    made = {}
-    for verb, kind in calls:
-        made.setdefault(("batch", "jobs") if kind == "job" else ("", "pods"), set()).add({"read": "get"}.get(verb, verb))
-    assert made == {key: OPERATOR_RULES[key] for key in made} and set(made) == {("batch", "jobs"), ("", "pods")}
+    handlers = (REPO / "operator" / "pnas_operator" / "handlers.py").read_text()
+    keys = {"job": ("batch", "jobs"), "pod": ("", "pods"), "event": ("", "events")}
+    made: dict[tuple[str, str], set[str]] = {("", "events"): {"create", "patch"}}  # kopf.event
+    for verb, kind in re.findall(r"\.(list|create|get|read|watch|patch|delete|replace)_namespaced_(job|pod|event)\b", source):
+        made.setdefault(keys[kind], set()).add({"read": "get"}.get(verb, verb))
+    for resource in re.findall(r'@kopf\.index\((?:"batch", )?"v1", "(jobs|pods)"', handlers):  # a watch: list, then watch
+        made.setdefault(("batch", "jobs") if resource == "jobs" else ("", "pods"), set()).update({"list", "watch"})
+    assert made == {key: OPERATOR_RULES[key] for key in made} and set(made) == set(keys.values())
 
 
 def test_users_may_create_pnasevals_through_the_default_roles():
@@ -340,6 +348,10 @@ def test_operator_deployment_is_one_recreated_replica_with_a_liveness_probe():
     probe = container["livenessProbe"]["httpGet"]
     (port,) = [p for p in container["ports"] if p["name"] == probe["port"]]
     assert (probe["path"], port["containerPort"]) == ("/healthz", 8080)
+    ready = container["readinessProbe"]["httpGet"]
+    (metrics,) = [p for p in container["ports"] if p["name"] == ready["port"]]
+    assert (ready["path"], metrics["containerPort"]) == ("/readyz", 8081)
+    assert container_env(deployment)["PNAS_OPERATOR_PROBE_PORT"] == "8081"
     assert pod["securityContext"]["runAsUser"] == 1000 and container["securityContext"]["runAsUser"] == 1000
     assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
     assert {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}} in pod["volumes"]
@@ -377,7 +389,8 @@ def test_values_reach_the_jobs_through_the_operator_settings(scenario):
     assert (jobs.cpu_request, jobs.memory_request, jobs.memory_limit) == (
         str(resources["requests"]["cpu"]), resources["requests"]["memory"], resources["limits"]["memory"]
     )
-    assert settings.reconcile_interval == values.get("operator", {}).get("reconcileInterval", 10)
+    reconcile = {**defaults["operator"]["reconcile"], **values.get("operator", {}).get("reconcile", {})}
+    assert (settings.resync_interval, settings.api_timeout) == (reconcile["resyncInterval"], reconcile["apiTimeout"])
     accounts = [a for a in of_kind(objs, "ServiceAccount") if a["metadata"]["labels"]["app.kubernetes.io/component"] == "jobs"]
     if jobs.jobs_service_account:
         (account,) = accounts
@@ -403,7 +416,7 @@ def test_minio_is_off_by_default_and_complete_when_on():
     objs = objects("minio")
     kinds = sorted(o["kind"] for o in objs if o["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "minio")
     assert kinds == ["Deployment", "PersistentVolumeClaim", "Secret", "Service"]
-    (service,) = of_kind(objs, "Service")
+    (service,) = [s for s in of_kind(objs, "Service") if s["metadata"]["name"].endswith("-minio")]
     assert service["metadata"]["name"] == f"{RELEASE}-minio" and {p["port"] for p in service["spec"]["ports"]} == {9000, 9001}
     assert f"{RELEASE}-minio.{NAMESPACE}.svc:9000" in notes("minio")
     pod = [d for d in of_kind(objs, "Deployment") if d["metadata"]["name"].endswith("-minio")][0]["spec"]["template"]["spec"]
@@ -424,24 +437,35 @@ def secrets(objs: list[dict]) -> dict[tuple[str, str], dict[str, str]]:
     }
 
 
-def test_minio_credentials_are_generated_or_given_and_shared_with_the_jobs():
-    generated = secrets(objects("minio"))
-    assert list(generated) == [(NAMESPACE, "minio-credentials")]  # the name PnasEvals default to
-    keys = generated[(NAMESPACE, "minio-credentials")]
-    assert set(keys) == {"accessKey", "secretKey"} and len(keys["accessKey"]) >= 16 and len(keys["secretKey"]) >= 32
-    assert secrets(objects("minio-given-credentials")) == {
-        (NAMESPACE, "minio-credentials"): {"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}
-    }
+def test_minio_credentials_are_given_never_generated_and_shared_with_the_jobs(chart):
+    given = {(NAMESPACE, "minio-credentials"): {"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}}
+    assert secrets(objects("minio")) == secrets(objects("minio-given-credentials")) == given  # the name PnasEvals default to
     assert secrets(objects("minio-existing-secret")) == {}
     minio = [d for d in of_kind(objects("minio-existing-secret"), "Deployment") if d["metadata"]["name"].endswith("-minio")]
     refs = {e["valueFrom"]["secretKeyRef"]["name"] for e in minio[0]["spec"]["template"]["spec"]["containers"][0]["env"] if "valueFrom" in e}
     assert refs == {"my-s3"}
+    # stable across renders (helm template, a GitOps sync): nothing random
+    again = chart.render(SCENARIOS["minio"], name=RELEASE, namespace=NAMESPACE)
+    assert again == _render("minio")
+    # no keys and no Secret: refused, saying what to set
+    with pytest.raises(Exception) as caught:
+        chart.render({"minio": {"enabled": True}}, name=RELEASE, namespace=NAMESPACE)
+    assert "minio.credentials.existingSecret, or both minio.credentials.accessKey and secretKey" in str(caught.value)
     # PnasEvals in other namespaces find the same keys there
-    with helm.Chart.load(CHART) as chart:
-        spread = chart.render({"minio": {"enabled": True}, "watchNamespace": "team-a"}, name=RELEASE, namespace=NAMESPACE)
+    spread = chart.render({**SCENARIOS["minio"], "watchNamespace": "team-a"}, name=RELEASE, namespace=NAMESPACE)
     copies = secrets([d for t, text in spread.items() if t.endswith(".yaml") for d in yaml.safe_load_all(text) if d])
     assert set(copies) == {(NAMESPACE, "minio-credentials"), ("team-a", "minio-credentials")}
     assert len({json.dumps(v, sort_keys=True) for v in copies.values()}) == 1
+
+
+def test_metrics_service_and_optional_service_monitor():
+    (service,) = [s for s in of_kind(objects("default"), "Service") if s["metadata"]["name"].endswith("-operator-metrics")]
+    assert service["spec"]["ports"] == [{"name": "metrics", "port": 8081, "targetPort": "metrics", "protocol": "TCP"}]
+    assert not [o for o in objects("default") if o["kind"] == "ServiceMonitor"]
+    (monitor,) = [o for o in objects("service-monitor") if o["kind"] == "ServiceMonitor"]
+    assert monitor["metadata"]["labels"]["release"] == "prom" and monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+    deployment = operator_deployment(objects("service-monitor"))
+    assert settings_from(deployment).probe_port == 9100
 
 
 @pytest.mark.parametrize("scenario", ["minio", "minio-given-credentials", "minio-existing-secret"])
@@ -465,7 +489,8 @@ def test_no_credential_outside_a_secret(scenario):
         ({"bogus": 1}, "", "additional properties 'bogus' not allowed"),
         ({"operator": {"imageTag": "x"}}, "/operator", "additional properties 'imageTag' not allowed"),
         ({"jobs": {"retries": "two"}}, "/jobs/retries", "want integer"),
-        ({"operator": {"reconcileInterval": 0}}, "/operator/reconcileInterval", "exclusiveMinimum"),
+        ({"operator": {"reconcile": {"apiTimeout": 0}}}, "/operator/reconcile/apiTimeout", "exclusiveMinimum"),
+        ({"global": "x"}, "/global", "want object"),
         ({"operator": {"image": {"repository": ""}}}, "/operator/image/repository", "minLength"),
         ({"jobs": {"ascendImage": {"tag": ""}}}, "/jobs/ascendImage/tag", "minLength"),
         ({"jobs": {"imagePullPolicy": "Sometimes"}}, "/jobs/imagePullPolicy", "must be one of"),

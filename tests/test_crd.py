@@ -120,3 +120,43 @@ def test_the_spec_is_immutable():
     assert cel(rules.IMMUTABLE.rule, spec, copy.deepcopy(spec)) is True
     assert cel(rules.IMMUTABLE.rule, changed, spec) is False
     assert "create a new PnasEval" in rules.IMMUTABLE.message
+
+
+def undescribed(node: dict, path: str = "") -> list[str]:
+    """Fields `kubectl explain` would show without a description."""
+    out = []
+    for name, child in (node.get("properties") or {}).items():
+        out += ([] if child.get("description") else [f"{path}.{name}"]) + undescribed(child, f"{path}.{name}")
+    for key, suffix in (("items", "[]"), ("additionalProperties", "{}")):
+        if isinstance(node.get(key), dict):
+            out += undescribed(node[key], path + suffix)
+    return out
+
+
+def test_every_field_is_described_for_kubectl_explain():
+    assert undescribed(version()["schema"]["openAPIV3Schema"]) == []
+
+
+def test_conditions_are_a_map_by_type_and_not_in_the_all_category():
+    status = version()["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
+    conditions = status["conditions"]
+    assert (conditions["x-kubernetes-list-type"], conditions["x-kubernetes-list-map-keys"]) == ("map", ["type"])
+    assert "type" in conditions["items"]["required"]  # a map key must be required
+    assert "all" not in crd.definition()["spec"]["names"].get("categories", [])
+
+
+@pytest.mark.parametrize(
+    "toleration, refused",
+    [
+        ({"key": "huawei.com/Ascend310P", "operator": "Exists", "effect": "NoSchedule"}, []),
+        ({"key": "a", "operator": "Equal", "value": "b"}, []),
+        ({"operator": "Exists"}, []),
+        ({"key": "a", "operator": "Exists", "value": "b"}, ["value must be empty when operator is Exists"]),
+        ({"operator": "Equal", "value": "b"}, ["operator must be Exists when key is empty"]),
+        ({"key": "a", "operator": "Exists", "tolerationSeconds": 30}, ["tolerationSeconds needs effect NoExecute"]),
+    ],
+)
+def test_bad_tolerations_are_refused_on_apply_as_kubernetes_refuses_them(toleration, refused):
+    items = version()["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["inference"]["properties"]["tolerations"]["items"]
+    assert items["properties"]["tolerationSeconds"]["format"] == "int64"
+    assert [v["message"] for v in items["x-kubernetes-validations"] if not cel(v["rule"], toleration)] == refused

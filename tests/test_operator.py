@@ -22,7 +22,7 @@ from builders import tiny
 from conftest import REPO
 from pnas_jobs import crd, metric
 from pnas_jobs.spec import parse_manifest
-from support.job_runner import JobRunner, clean_env, secret
+from support.job_runner import JobRunner, clean_env, secret, service_account
 from support.kube_emulator import KmockThread
 from support.s3 import free_port
 
@@ -33,14 +33,16 @@ NS = "evals"
 class Operator:
     """`pnas-operator --all-namespaces` as its own process, as the chart's Deployment runs it."""
 
-    def __init__(self, kubeconfig: str, log_dir):
+    def __init__(self, kubeconfig: str, log_dir, **env: str):
         self.kubeconfig, self.log_dir, self.process, self.starts = kubeconfig, log_dir, None, 0
         self.health = f"http://127.0.0.1:{free_port()}/healthz"
+        self.probe_port = free_port()
+        self.env = {f"PNAS_OPERATOR_{k.upper()}": str(v) for k, v in env.items()}
 
     def start(self) -> None:
         self.starts += 1
-        env = {**clean_env(), "KUBECONFIG": self.kubeconfig, "PNAS_OPERATOR_RECONCILE_INTERVAL": "0.5",
-               "PNAS_OPERATOR_JOBS_IMAGE": "registry.test/pnas-eval/jobs:ci"}  # fmt: skip
+        env = {**clean_env(), "KUBECONFIG": self.kubeconfig, "PNAS_OPERATOR_JOBS_IMAGE": "registry.test/pnas-eval/jobs:ci",
+               "PNAS_OPERATOR_PROBE_PORT": str(self.probe_port), **self.env}  # fmt: skip
         log = open(self.log_dir / f"operator-{self.starts}.log", "w")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "pnas_operator.main", "--all-namespaces", "--liveness", self.health],
@@ -73,6 +75,7 @@ def cluster(s3, sample_set, tmp_path_factory):
     api = kubernetes.config.new_client_from_config(config_file=emulator.kubeconfig_path)
     core = kubernetes.client.CoreV1Api(api)
     core.create_namespaced_secret(NS, secret("minio-credentials", NS, {"accessKey": s3.access_key, "secretKey": s3.secret_key}))
+    core.create_namespaced_service_account(NS, service_account("pnas-eval-jobs", NS))  # as the chart makes it
     runner = JobRunner(api, NS, clean_env()).start()
     operator = Operator(emulator.kubeconfig_path, logs)
     operator.start()
@@ -185,10 +188,10 @@ def test_apply_to_succeeded_with_the_planted_accuracy(cluster):
     assert client.get_object("runs", "cluster/evals/happy/result_bs4.json").read().decode() == metric.seed_json(planted.table())
     assert urllib.request.urlopen(cluster["operator"].health, timeout=5).status == 200
 
-    # spec.cleanup: deleting the PnasEval starts a Job that deletes the run's objects in storage
+    # spec.cleanup: deleting the PnasEval starts a Job (named after its uid) that deletes the run's objects in storage
     kubernetes.client.CustomObjectsApi(cluster["api"]).delete_namespaced_custom_object(G, V, NS, P, "happy")
-    wait_for(lambda: "happy-cleanup" in jobs_of(cluster, "happy") or "happy-cleanup" in cluster["runner"].started,
-             what="the cleanup Job", cluster=cluster)  # fmt: skip
+    uid = body["metadata"]["uid"]
+    wait_for(lambda: f"happy-cleanup-{uid[:8]}" in cluster["runner"].started, what="the cleanup Job", cluster=cluster)
     wait_for(lambda: not list(client.list_objects("runs", prefix="cluster/evals/happy/", recursive=True)),
              what="the run's objects to be deleted", cluster=cluster)  # fmt: skip
 

@@ -119,3 +119,101 @@ def test_unknown_job_states_count_as_running():
 def test_jobs_of_unknown_steps_are_ignored():
     stray = job("eval", "infer-bs64", complete=True)
     assert derive([stray]).status["phase"] == "Pending"
+
+
+# ----------------------------------------------------------- pods that cannot start, queues, summaries
+
+T0 = "2026-11-29T10:00:00Z"
+
+
+def pod(job_name: str, *, scheduled=None, waiting=None, started=False) -> dict:
+    """A pod as the kubelet and the scheduler report it (see pnas_operator/starting.py for the sources)."""
+    status = {"phase": "Running" if started else "Pending", "conditions": [], "containerStatuses": []}
+    if scheduled:
+        status["conditions"].append({"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": scheduled})
+    if waiting:
+        status["containerStatuses"].append({"state": {"waiting": {"reason": waiting[0], "message": waiting[1]}}})
+    if started:
+        status["containerStatuses"].append({"state": {"running": {}}})
+    return {"metadata": {"name": f"{job_name}-0-x", "labels": {"batch.kubernetes.io/job-name": job_name}}, "status": status}
+
+
+def seen(pods=(), failed_create=None, age=0.0, deadline=900.0, **kw) -> state.Seen:
+    from pnas_operator.starting import pod_view
+
+    return state.Seen(pods=tuple(map(pod_view, pods)), failed_create=failed_create or {}, pending_deadline=deadline, age=lambda _: age, **kw)
+
+
+def conditions(status) -> dict:
+    return {c["type"]: c for c in status["conditions"]}
+
+
+@pytest.mark.parametrize(
+    "pods, failed_create, reason, says",
+    [
+        ([pod("eval-convert", scheduled="0/3 nodes are available: 3 Insufficient huawei.com/Ascend310P.")], None,
+         "Unschedulable", "no node can take the pod: 0/3 nodes are available"),
+        ([pod("eval-convert", waiting=("ImagePullBackOff", 'Back-off pulling image "x"'))], None, "ImagePullBackOff", "the image cannot be pulled"),
+        ([pod("eval-convert", waiting=("CreateContainerConfigError", 'secret "minio-credentials" not found'))], None,
+         "CreateContainerConfigError", 'secret "minio-credentials" not found'),
+        ([], {"eval-convert": ['Error creating: pods "eval-convert-0-" is forbidden: error looking up service account ml/x: serviceaccount "x" not found']},
+         "FailedCreate", 'serviceaccount "x" not found'),
+    ],
+)  # fmt: skip
+def test_pods_that_cannot_start_stall_the_stage_with_the_cause(pods, failed_create, reason, says):
+    outcome = state.derive(PLAN, [job("eval", "convert")], None, NOW, 1, seen=seen(pods, failed_create))
+    status = outcome.status.dump()
+    stalled = conditions(status)["Stalled"]
+    assert (stalled["status"], stalled["reason"]) == ("True", reason) and says in stalled["message"]
+    assert stalled["message"].startswith("convert: ") and says in status["message"] and status["phase"] == "Converting"
+    assert [e[:2] for e in outcome.events if e[1] == reason] == [("Warning", reason)]
+
+
+def test_a_stage_whose_pods_run_is_not_stalled_by_pods_still_waiting_for_room():
+    pods = [pod("eval-convert", started=True), pod("eval-convert", scheduled="0/3 nodes are available")]
+    assert "Stalled" not in conditions(state.derive(PLAN, [job("eval", "convert")], None, NOW, 1, seen=seen(pods)).status.dump())
+
+
+def test_stalled_past_the_pending_deadline_fails_the_run_with_the_cause():
+    pods = [pod("eval-convert", scheduled="0/3 nodes are available")]
+    first = state.derive(PLAN, [job("eval", "convert")], None, T0, 1, seen=seen(pods)).status.dump()
+    waiting = state.derive(PLAN, [job("eval", "convert")], first, LATER, 1, seen=seen(pods, age=899)).status.dump()
+    assert waiting["phase"] == "Converting"
+    late = state.derive(PLAN, [job("eval", "convert")], waiting, LATER, 1, seen=seen(pods, age=901))
+    status = late.status.dump()
+    assert status["phase"] == "Failed" and conditions(status)["Ready"]["reason"] == "PendingDeadlineExceeded"
+    assert "pods could not start for 901 s (spec.scheduling.pendingDeadlineSeconds): convert: 1 pod(s) cannot start" in status["message"]
+    assert late.create == [] and late.events[-1][1] == "PendingDeadlineExceeded"
+
+
+def test_a_job_held_by_a_queue_is_queued_not_stalled_and_never_times_out():
+    held = job("eval", "convert")
+    held["spec"] = {"suspend": True}
+    held["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] = "team-a"
+    held["status"]["conditions"] = [{"type": "Suspended", "status": "True", "reason": "JobSuspended"}]
+    outcome = state.derive(PLAN, [held, job("eval", "shard", active=4)], None, NOW, 1, seen=seen(age=10**6))
+    status = outcome.status.dump()
+    queued = conditions(status)["Queued"]
+    assert (queued["status"], queued["reason"]) == ("True", "Suspended")
+    assert queued["message"] == "convert: Job eval-convert is suspended, waiting in queue team-a for admission"
+    assert status["stages"][0]["phase"] == "Queued" and status["phase"] == "Converting" and "queued" in status["message"]
+    assert "Stalled" not in conditions(status)
+    assert ("Normal", "Suspended") in [e[:2] for e in outcome.events]
+    admitted = state.derive(PLAN, [job("eval", "convert"), job("eval", "shard", active=4)], status, LATER, 1).status.dump()
+    assert (conditions(admitted)["Queued"]["status"], conditions(admitted)["Queued"]["reason"]) == ("False", "Resolved")
+
+
+def test_a_summary_that_cannot_be_read_fails_the_run_clearly_instead_of_aggregating_forever():
+    finished = DONE_PREP + [job("eval", s, complete=True, succeeded=1) for s in ("infer-bs1", "infer-bs4", "aggregate")]
+    status = state.derive(PLAN, finished, None, NOW, 1, seen=seen(summary_problem="no pod of Job eval-aggregate holds it")).status.dump()
+    assert status["phase"] == "Failed" and conditions(status)["Ready"]["reason"] == "SummaryUnreadable"
+    assert "aggregate succeeded but its summary cannot be read (no pod of Job eval-aggregate holds it)" in status["message"]
+    assert "s3://pnas-eval/runs/ml/eval/report.json" in status["message"]
+
+
+def test_failure_messages_stay_bounded_at_any_number_of_shards():
+    _, big = planned(pnaseval(dataset={"shards": 10000}, inference={"batchSizes": [1]}))
+    failed = job("eval", "infer-bs1", failed=True, failed_indexes="0-9999", reason="FailedIndexes")
+    status = state.derive(big, DONE_PREP + [failed], None, NOW, 1).status.dump()
+    assert "infer-bs1 failed (10000 shards: 0, 1, 2, 3, 4 and 9995 more): FailedIndexes" in status["message"]
+    assert len(status["message"]) < 300 and len(status["failedShards"]) == 10000  # the list once, in failedShards

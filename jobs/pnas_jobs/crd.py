@@ -81,14 +81,42 @@ def schema_of(model) -> dict:
     return _structural(schema, schema.get("$defs", {}))
 
 
+# core/v1 Toleration's own rules (kubernetes pkg/apis/core/validation, ValidateTolerations), so that a
+# bad toleration is refused on `kubectl apply`, not when the operator creates the Job. Only the API
+# server needs them: a local run places nothing.
+TOLERATION_RULES = [
+    {"rule": "self.operator != 'Exists' || !has(self.value) || self.value == ''", "message": "value must be empty when operator is Exists"},
+    {"rule": "(has(self.key) && self.key != '') || self.operator == 'Exists'", "message": "operator must be Exists when key is empty"},
+    {"rule": "!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+     "message": "tolerationSeconds needs effect NoExecute"},
+]
+
+
 def spec_schema() -> dict:
     schema = schema_of(PnasEvalSpec)
     batch = schema["properties"]["inference"]["properties"]["batchSizes"]
     batch["x-kubernetes-list-type"] = "set"  # unique batch sizes, enforced by the API server
+    toleration = schema["properties"]["inference"]["properties"]["tolerations"]["items"]
+    toleration["x-kubernetes-validations"] = TOLERATION_RULES
+    toleration["properties"]["tolerationSeconds"]["format"] = "int64"
     schema["x-kubernetes-validations"] = [
         *rules.cel_validations(),
         {"rule": rules.IMMUTABLE.rule, "message": rules.IMMUTABLE.message},
     ]
+    return schema
+
+
+# the descriptions Kubernetes' own types carry (k8s.io/apimachinery/pkg/apis/meta/v1 TypeMeta)
+API_VERSION_DOC = "APIVersion defines the versioned schema of this representation of an object: pnaseval.io/v1alpha1."
+KIND_DOC = "Kind is a string value representing the REST resource this object represents: PnasEval."
+
+
+def status_schema() -> dict:
+    schema = schema_of(PnasEvalStatus)
+    # conditions are a map keyed by type, as metav1.Condition lists are (server-side apply merges by type)
+    conditions = schema["properties"]["conditions"]
+    conditions["x-kubernetes-list-type"] = "map"
+    conditions["x-kubernetes-list-map-keys"] = ["type"]
     return schema
 
 
@@ -106,7 +134,8 @@ def definition() -> dict:
                 "plural": PLURAL,
                 "singular": KIND.lower(),
                 "shortNames": SHORT_NAMES,
-                "categories": ["all"],
+                # not in `all`: `kubectl delete all --all` must not delete evaluations (and start their cleanup)
+                "categories": ["pnaseval"],
             },
             "versions": [
                 {
@@ -129,11 +158,11 @@ def definition() -> dict:
                             "description": "An evaluation of an image classifier on an ImageNet-style set.",
                             "required": ["spec"],
                             "properties": {
-                                "apiVersion": {"type": "string"},
-                                "kind": {"type": "string"},
-                                "metadata": {"type": "object"},
+                                "apiVersion": {"type": "string", "description": API_VERSION_DOC},
+                                "kind": {"type": "string", "description": KIND_DOC},
+                                "metadata": {"type": "object", "description": "Standard object metadata (name, namespace, labels, ...)."},
                                 "spec": spec_schema(),
-                                "status": schema_of(PnasEvalStatus),
+                                "status": status_schema(),
                             },
                         }
                     },

@@ -27,6 +27,41 @@ TERMINAL = (Phase.SUCCEEDED, Phase.FAILED)
 class ConditionType(StrEnum):
     READY = "Ready"  # the run as a whole: True succeeded, False failed, Unknown running
     # one "<Step>Done" condition per step of the plan: see step_condition_type
+    QUEUED = "Queued"  # True while a stage's Job is held suspended by a queue (Kueue): waiting, not stuck
+    STALLED = "Stalled"  # True while a stage's pods cannot start (unschedulable, image pull, config, admission)
+    BLOCKED = "Blocked"  # True while the API server keeps the operator from acting (errors, a leftover Job)
+
+
+class Reason(StrEnum):
+    """Reasons of conditions and Events that the operator sets itself (a Job's own reasons pass through)."""
+
+    INVALID_SPEC = "InvalidSpec"
+    JOB_REJECTED = "JobRejected"
+    API_ERROR = "ApiError"  # a call failed (5xx, 429, timeout): retried with backoff
+    QUOTA_EXCEEDED = "QuotaExceeded"  # 403 from a ResourceQuota: retried until it frees up
+    FORBIDDEN = "Forbidden"  # 403 from RBAC or admission: retried, but someone has to act
+    STATUS_WRITE_FAILED = "StatusWriteFailed"
+    LEFTOVER_JOB = "LeftoverJob"  # a same-name Job of an earlier PnasEval is in the way
+    SUSPENDED = "Suspended"  # a queue holds the Job (spec.suspend, condition Suspended)
+    PENDING_DEADLINE = "PendingDeadlineExceeded"
+    SUMMARY_UNREADABLE = "SummaryUnreadable"
+    RESOLVED = "Resolved"  # the problem a condition reported is gone
+    CLEANUP_STARTED = "CleanupStarted"
+    CLEANUP_REFUSED = "CleanupRefused"
+
+
+MESSAGE_LIMIT = 1024  # characters of a condition or status message; the first few items and a count beyond
+
+
+def bounded(items, limit: int = 5) -> str:
+    """"1, 3, 4" or "1, 3, 4, 7, 9 and 995 more": a list for a message that stays small at any size."""
+    items = [str(i) for i in items]
+    shown = ", ".join(items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def clip(message: str, limit: int = MESSAGE_LIMIT) -> str:
+    return message if len(message) <= limit else message[: limit - 3] + "..."
 
 
 def step_condition_type(step: str) -> str:
@@ -36,6 +71,7 @@ def step_condition_type(step: str) -> str:
 
 class StagePhase(StrEnum):
     PENDING = "Pending"
+    QUEUED = "Queued"  # its Job exists, suspended by a queue
     RUNNING = "Running"
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
@@ -48,7 +84,7 @@ class _Model(BaseModel):
 class Condition(_Model):
     """metav1.Condition."""
 
-    type: str = Field(..., description="Ready, or <Step>Done for each step")
+    type: str = Field(..., description="Ready, Queued, Stalled, Blocked, or <Step>Done for each step")
     status: Literal["True", "False", "Unknown"] = Field(..., description="True | False | Unknown")
     reason: str = Field(..., description="CamelCase reason")
     message: str = Field("", description="what happened, for people")
@@ -65,7 +101,7 @@ class ShardCounts(_Model):
 
 class StageStatus(_Model):
     name: str = Field(..., description="the step: convert, shard, infer-bs<B>, aggregate")
-    phase: StagePhase = Field(..., description="Pending | Running | Succeeded | Failed")
+    phase: StagePhase = Field(..., description=" | ".join(StagePhase))
     job: str | None = Field(None, description="its Job")
     succeeded: int = Field(0, description="tasks done")
     completions: int = Field(1, description="tasks in all (shards for indexed steps)")
@@ -73,6 +109,8 @@ class StageStatus(_Model):
 
 
 class PnasEvalStatus(_Model):
+    """What the operator observed of the run: written by the operator only (status subresource)."""
+
     phase: Phase = Field(Phase.PENDING, description=" | ".join(Phase))
     message: str = Field("", description="what is happening, or why it failed")
     observed_generation: int | None = Field(None, description="metadata.generation last reconciled")
@@ -96,11 +134,32 @@ class PnasEvalStatus(_Model):
 def condition(previous: dict | None, type_: str, ok: bool | None, reason: str, message: str, now: str, generation) -> Condition:
     """A condition whose transition time changes only when its status does."""
     status = "Unknown" if ok is None else ("True" if ok else "False")
-    old = next((c for c in (previous or {}).get("conditions") or [] if c.get("type") == type_), None)
+    old = previous_condition(previous, type_)
     since = old["lastTransitionTime"] if old and old.get("status") == status else now
     return Condition(
-        type=type_, status=status, reason=reason, message=message, last_transition_time=since, observed_generation=generation
+        type=type_, status=status, reason=reason, message=clip(message), last_transition_time=since, observed_generation=generation
     )
+
+
+def previous_condition(previous: dict | None, type_: str) -> dict | None:
+    return next((c for c in (previous or {}).get("conditions") or [] if c.get("type") == type_), None)
+
+
+def problem_condition(previous: dict | None, type_: str, problem: tuple[str, str] | None, now: str, generation) -> Condition | None:
+    """A condition that reports a problem: True with its (reason, message) while it lasts; once it is
+    gone, False with reason Resolved if it was ever reported, else no condition at all."""
+    if problem is not None:
+        return condition(previous, type_, True, problem[0], problem[1], now, generation)
+    if previous_condition(previous, type_) is None:
+        return None
+    return condition(previous, type_, False, Reason.RESOLVED, "", now, generation)
+
+
+def with_problem(status: PnasEvalStatus, previous: dict | None, type_: str, problem: tuple[str, str] | None, now: str) -> PnasEvalStatus:
+    """The status with one problem condition set (or resolved), the others as they were."""
+    kept = [c for c in status.conditions if c.type != type_]
+    made = problem_condition(previous, type_, problem, now, status.observed_generation)
+    return status.model_copy(update={"conditions": kept + ([made] if made else [])})
 
 
 def failed(previous: dict | None, reason: str, message: str, now: str, generation) -> PnasEvalStatus:
@@ -108,7 +167,7 @@ def failed(previous: dict | None, reason: str, message: str, now: str, generatio
     previous = previous or {}
     return PnasEvalStatus(
         phase=Phase.FAILED,
-        message=message,
+        message=clip(message),
         observed_generation=generation,
         start_time=previous.get("startTime") or now,
         completion_time=now,

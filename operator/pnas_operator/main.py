@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 
 
@@ -20,6 +21,9 @@ def main(argv: list[str] | None = None) -> None:
     import pnas_operator.handlers  # noqa: F401  registers the handlers
 
     kopf.configure(verbose=args.verbose)
+    # --verbose is for the operator's decisions: the client's debug lines carry whole response bodies
+    logging.getLogger("kubernetes.client.rest").setLevel(logging.INFO)
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
     kopf.run(
         standalone=True,  # one replica (Recreate): no peering objects needed
         clusterwide=args.all_namespaces or not namespaces,

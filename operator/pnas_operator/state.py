@@ -6,6 +6,7 @@ decision (pnas_jobs.schedule), as in the local runner; stage names come from the
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 from pnas_jobs import layout
 from pnas_jobs.plan import Plan, Step
@@ -16,13 +17,19 @@ from pnas_jobs.status import (
     ConditionType,
     Phase,
     PnasEvalStatus,
+    Reason,
     ShardCounts,
     StagePhase,
     StageStatus,
+    bounded,
+    clip,
     condition,
+    previous_condition,
+    problem_condition,
     step_condition_type,
 )
 from pnas_operator.manifests import STEP_LABEL
+from pnas_operator.starting import PodView, queue_message, queued, start_problem
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,20 @@ class JobView:
     failed_indexes: tuple[int, ...] = ()
     reason: str = ""
     message: str = ""
+    queued: bool = False  # suspended by a queue (Kueue)
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What a pass sees besides the Jobs: their pods, the FailedCreate Events of Jobs without pods,
+    the run's summary (or why it cannot be read), and a clock (`age`: seconds since a timestamp)."""
+
+    pods: tuple[PodView, ...] = ()
+    failed_create: dict[str, list[str]] = field(default_factory=dict)  # Job name -> Event messages
+    summary: Summary | None = None
+    summary_problem: str | None = None  # the summary step succeeded but its summary cannot be read
+    pending_deadline: float | None = None  # seconds a stage's pods may fail to start before the run fails
+    age: Callable[[str], float] = lambda _: 0.0
 
 
 @dataclass
@@ -79,6 +100,7 @@ def view(job: dict) -> JobView:
         failed_indexes=parse_indexes(status.get("failedIndexes")),
         reason=reason,
         message=message,
+        queued=phase == StagePhase.RUNNING and queued(job),
     )
 
 
@@ -92,7 +114,7 @@ def _remembered(stage: dict | None) -> JobView | None:
 def _stage(step: Step, v: JobView | None) -> StageStatus:
     return StageStatus(
         name=step.name,
-        phase=v.phase if v else StagePhase.PENDING,
+        phase=(StagePhase.QUEUED if v.queued else v.phase) if v else StagePhase.PENDING,
         job=v.name if v else None,
         succeeded=v.succeeded if v else 0,
         completions=step.completions,
@@ -136,8 +158,11 @@ def derive(
     now: str,
     generation: int | None = None,
     summary: Summary | None = None,
+    seen: Seen | None = None,
 ) -> Outcome:
     """The next status of a PnasEval from its Jobs (and the aggregate's summary once it finished)."""
+    seen = seen or Seen()
+    summary = summary or seen.summary
     previous = previous or {}
     old_stages = {s["name"]: s for s in previous.get("stages") or []}
     by_step = {j["metadata"].get("labels", {}).get(STEP_LABEL): view(j) for j in jobs}
@@ -147,10 +172,20 @@ def derive(
     decision = decide(plan, done, {s.name for s in failed}, {name for name, v in views.items() if v})
     events = [e for s in plan.steps for e in _events(s, views[s.name], old_stages.get(s.name, {}))]
     shards, current = _shards(plan, views)
+    queued_ = _queued(plan, views, {j["metadata"]["name"]: j for j in jobs})
+    stall = _stall(plan, views, seen)
     phase, message = _phase(plan, views, failed, summary)
+    reason = phase.value
+    if stall and phase not in TERMINAL:
+        message = stall[1]
+    late = _late(plan, views, previous, stall, seen, summary)
+    if late and phase not in TERMINAL:
+        reason, message = late
+        phase = Phase.FAILED
+        events.append(("Warning", reason, message))
     status = PnasEvalStatus(
         phase=phase,
-        message=message,
+        message=clip(message),
         observed_generation=generation,
         start_time=previous.get("startTime") or now,
         completion_time=(previous.get("completionTime") or now) if phase in TERMINAL else None,
@@ -165,16 +200,74 @@ def derive(
         if summary
         else [],
     )
+    status.conditions = _conditions(plan, views, previous, (phase, reason, message), queued_, stall, now, generation)
+    events += _problem_events(previous, queued_, stall)
+    return Outcome(status, [] if phase in TERMINAL else list(decision.start), events)
+
+
+def _conditions(plan: Plan, views: dict, previous: dict, run: tuple[Phase, str, str], queued_, stall, now: str, generation) -> list:
+    """Ready (the run), one <Step>Done per started step, and Queued / Stalled while they apply."""
+    phase, reason, message = run
     ready = True if phase == Phase.SUCCEEDED else (False if phase == Phase.FAILED else None)
-    status.conditions = [
-        condition(previous, ConditionType.READY, ready, phase, message, now, generation),
+    problems = [
+        problem_condition(previous, ConditionType.QUEUED, queued_, now, generation),
+        problem_condition(previous, ConditionType.STALLED, stall, now, generation),
+    ]
+    return [
+        condition(previous, ConditionType.READY, ready, reason, message, now, generation),
         *(
             condition(previous, step_condition_type(s.name), _ok(views[s.name]), _reason(views[s.name]), "", now, generation)
             for s in plan.steps
             if views[s.name]
         ),
+        *(c for c in problems if c is not None),
     ]
-    return Outcome(status, list(decision.start), events)
+
+
+def _running(plan: Plan, views: dict) -> list[Step]:
+    return [s for s in plan.steps if views[s.name] and views[s.name].phase == StagePhase.RUNNING]
+
+
+def _queued(plan: Plan, views: dict, jobs: dict[str, dict]) -> tuple[str, str] | None:
+    held = [queue_message(s.name, jobs[views[s.name].name]) for s in _running(plan, views) if views[s.name].queued]
+    return (Reason.SUSPENDED, "; ".join(held)) if held else None
+
+
+def _stall(plan: Plan, views: dict, seen: Seen) -> tuple[str, str] | None:
+    """The first running stage (not queued) whose pods cannot start, and why."""
+    for step in _running(plan, views):
+        v = views[step.name]
+        if v.queued:
+            continue
+        problem = start_problem(step.name, [p for p in seen.pods if p.job == v.name], seen.failed_create.get(v.name, []))
+        if problem:
+            return problem
+    return None
+
+
+def _late(plan: Plan, views: dict, previous: dict, stall, seen: Seen, summary) -> tuple[str, str] | None:
+    """A run that cannot finish by waiting: pods stuck past the deadline, or a summary that cannot be read."""
+    before = previous_condition(previous, ConditionType.STALLED)
+    if stall and seen.pending_deadline is not None and before and before.get("status") == "True":
+        waited = seen.age(before["lastTransitionTime"])
+        if waited >= seen.pending_deadline:
+            return Reason.PENDING_DEADLINE, f"pods could not start for {int(waited)} s (spec.scheduling.pendingDeadlineSeconds): {stall[1]}"
+    if summary is None and seen.summary_problem and all(views[s.name] and views[s.name].phase == StagePhase.SUCCEEDED for s in plan.steps):
+        return Reason.SUMMARY_UNREADABLE, (
+            f"{plan.summary_step.name} succeeded but its summary cannot be read ({seen.summary_problem}); the report is at "
+            f"{plan.root}/{layout.REPORT}; to evaluate again, delete and re-create the PnasEval"
+        )
+    return None
+
+
+def _problem_events(previous: dict, queued_, stall) -> list[tuple[str, str, str]]:
+    """An Event when a stage starts waiting in a queue or gets stuck, or the cause changes."""
+    events = []
+    for type_, problem, kind in ((ConditionType.QUEUED, queued_, "Normal"), (ConditionType.STALLED, stall, "Warning")):
+        before = previous_condition(previous, type_) or {}
+        if problem and (before.get("status") != "True" or before.get("reason") != problem[0]):
+            events.append((kind, problem[0], clip(problem[1])))
+    return events
 
 
 def _ok(v: JobView | None) -> bool | None:
@@ -188,9 +281,11 @@ def _reason(v: JobView | None) -> str:
 
 
 def _failure(step: Step, v: JobView) -> str:
-    where = f" (shards {', '.join(map(str, v.failed_indexes))})" if v.failed_indexes else ""
+    """Bounded at any number of failed shards: the first few and a count (failedShards has them all)."""
+    count = len(v.failed_indexes)
+    where = f" (shards {bounded(v.failed_indexes)})" if 0 < count <= 5 else (f" ({count} shards: {bounded(v.failed_indexes)})" if count else "")
     why = f": {v.reason}" if v.reason else ""
-    detail = f" - {v.message}" if v.message else ""
+    detail = f" - {clip(v.message, 300)}" if v.message else ""
     return f"{step.name} failed{where}{why}{detail}"
 
 
@@ -207,4 +302,6 @@ def _phase(plan: Plan, views: dict, failed: list[Step], summary: Summary | None)
     v = views[pending.name]
     if v is None:
         return (pending.phase, f"starting {pending.name}") if any(views.values()) else (Phase.PENDING, "creating Jobs")
+    if v.queued:
+        return pending.phase, f"{pending.name}: queued (its Job is suspended until its queue admits it)"
     return pending.phase, f"{pending.name}: {v.succeeded}/{pending.completions} done"

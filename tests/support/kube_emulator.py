@@ -7,13 +7,17 @@ garbage collection and no label-selector filtering, so the tests play those part
 import asyncio
 import collections
 import contextvars
+import dataclasses
 import datetime
 import itertools
 import os
+import re
+import time
 import uuid
 import tempfile
 import threading
 
+import aiohttp.web
 import jsonpatch
 import kmock
 import yaml
@@ -49,6 +53,49 @@ class _RecordingBus(kmock.Bus):
         await super().put(*stamped)
 
 
+@dataclasses.dataclass
+class Fault:
+    """An API server's bad day, for requests whose method and path (with the query) match.
+
+    It answers as kube-apiserver answers a failed request: the HTTP code and a `Status` object
+    (kind Status, status Failure, message, reason, code: k8s.io/apimachinery/pkg/apis/meta/v1
+    types.go, StatusReason), before anything is stored, so a refused write changes nothing. An etcd
+    outage ("etcdserver: mvcc: database space exceeded") reaches clients as 500 with that message;
+    a ResourceQuota refusal as 403 Forbidden. `hang` seconds: the request gets no answer for that
+    long (a client without a timeout waits it out). Active for `times` requests, or for `seconds`
+    from its first match (then the server recovers), or until `active` is cleared.
+    """
+
+    method: str
+    path: str  # regular expression, searched in the path and query
+    status: int = 500
+    message: str = "etcdserver: mvcc: database space exceeded"
+    times: int | None = None
+    seconds: float | None = None
+    hang: float = 0.0
+    active: bool = True
+    hits: int = 0
+    first: float | None = None
+
+    REASONS = {403: "Forbidden", 409: "AlreadyExists", 422: "Invalid", 429: "TooManyRequests", 500: "InternalError", 503: "ServiceUnavailable"}
+
+    def take(self, method: str, path: str) -> bool:
+        if not self.active or method != self.method or not re.search(self.path, path):
+            return False
+        now = time.monotonic()
+        self.first = self.first or now
+        if (self.times is not None and self.hits >= self.times) or (self.seconds is not None and now - self.first > self.seconds):
+            self.active = False
+            return False
+        self.hits += 1
+        return True
+
+    def response(self) -> aiohttp.web.Response:
+        status = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": self.message,
+                  "reason": self.REASONS.get(self.status, "InternalError"), "code": self.status}  # fmt: skip
+        return aiohttp.web.json_response(status, status=self.status)
+
+
 class PatchedEmulator(kmock.KubernetesEmulator):
     """kmock 0.8 KubernetesEmulator + fixes needed by kopf and the sync kubernetes client.
 
@@ -61,12 +108,21 @@ class PatchedEmulator(kmock.KubernetesEmulator):
        (with rv bumping) stalls forever.  Here: watch with a numeric rv replays
        only the logged events newer than that rv; without rv, replays ADDED snapshot.
        Also subscribes to the bus atomically with the snapshot (kmock has a gap).
-       ?timeoutSeconds= is honoured (kmock ignores it and streams forever).
+       ?timeoutSeconds= is honoured (kmock ignores it and streams forever), with one deadline for the
+       whole stream: a wait_for per event made streams fall seconds behind under load.
     3. Failed JSON-patch `test` op -> 422 (kmock: 500); kopf relies on 422.
     4. The sync kubernetes client sends ?watch=True (capital T); kmock only knows
        watch=true and serves a plain LIST.  Normalised here.
-    5. CREATE answers 201 (kmock: 200); CustomObjectsApi.create_* returns None on 200.
+    5. CREATE answers 201 (kmock: 200); CustomObjectsApi.create_* returns None on 200. A created
+       object gets metadata.namespace from the URL when its body has none, as the API server does.
     6. LIST responses carry apiVersion/kind (kubectl refuses lists without 'kind').
+    7. Lists and watches honour labelSelector (=, ==, !=, key, !key: the equality-based selectors of
+       kubernetes.io/docs/concepts/overview/working-with-objects/labels/) and fieldSelector (equality
+       on dotted paths, e.g. involvedObject.name=x for Events), as the API server does.
+    8. kmock's request history is trimmed (see __call__): its cost per request grew with every request.
+    9. Faults (see Fault) are answered before anything else, and every request is logged with its
+       client's User-Agent (`log`: (time, method, path, user agent)) so that a test or a benchmark
+       can count what one client asked.
     """
 
     def __attrs_post_init__(self):
@@ -74,8 +130,29 @@ class PatchedEmulator(kmock.KubernetesEmulator):
         self._rv_counter = itertools.count(1000)
         self._rv_committed = 999
         self._buses = collections.defaultdict(lambda: _RecordingBus(self))
+        self.faults: list[Fault] = []
+        self.log: list[tuple[float, str, str, str]] = []
+        self.created: dict[tuple[str, str, str], float] = {}  # (plural, namespace, name) -> when (monotonic)
+
+    def inject(self, method: str, path: str, **kwargs) -> Fault:
+        fault = Fault(method, path, **kwargs)
+        self.faults.append(fault)
+        return fault
 
     async def __call__(self, raw_request):
+        # kmock keeps every request and matches each new one by walking that history, so a request
+        # costs time in proportion to all served before it (200 ms after ~1,500): keep the recent ones
+        # (far more than are ever in flight), which is all the matching needs
+        if len(self._requests) > 150:
+            del self._requests[:-100]
+        path = raw_request.path_qs
+        self.log.append((time.monotonic(), raw_request.method, path, raw_request.headers.get('User-Agent', '')))
+        fault = next((f for f in list(self.faults) if f.take(raw_request.method, path)), None)
+        if fault is not None:
+            await raw_request.read()
+            if fault.hang:
+                await asyncio.sleep(fault.hang)
+            return fault.response()
         if raw_request.query.get('watch') in ('True', '1'):
             raw_request = raw_request.clone(rel_url=raw_request.rel_url.update_query(watch='true'))
         response = await super().__call__(raw_request)
@@ -92,12 +169,15 @@ class PatchedEmulator(kmock.KubernetesEmulator):
             token = _CURRENT_RV.set(rv)
             if request.action == kmock.action.CREATE and isinstance(request.data, dict):
                 meta = request.data.setdefault('metadata', {})
+                if request.namespace and not meta.get('namespace'):  # the API server fills it from the URL
+                    meta['namespace'] = request.namespace
                 meta.setdefault('uid', str(uuid.uuid4()))
                 if not meta.get('name') and meta.get('generateName'):  # kopf names its Events this way
                     meta['name'] = meta['generateName'] + uuid.uuid4().hex[:5]
                 meta.setdefault('creationTimestamp',
                                 datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ'))
                 meta['resourceVersion'] = str(rv)
+                self.created[(request.resource.plural, meta.get('namespace', ''), meta.get('name', ''))] = time.monotonic()
             elif request.action == kmock.action.UPDATE and isinstance(request.data, dict):
                 if request.data.get('metadata') is None:
                     request.data['metadata'] = {}
@@ -115,14 +195,14 @@ class PatchedEmulator(kmock.KubernetesEmulator):
     def _matches(self, request, event) -> bool:
         meta = event.get('object', {}).get('metadata', {})
         return self._KubernetesEmulator__check(request, request.resource, meta.get('namespace'),
-                                               meta.get('name'), strict=False)
+                                               meta.get('name'), strict=False) and selected(request, event.get('object', {}))
 
     async def _serve_list(self, request):
         if not any(res == request.resource for res in self._get_resources()):
             raise kmock.KubernetesResourceNotFoundError()
         async with self._lock:
             objs = self._KubernetesEmulator__get_objs(request, strict=False)
-            items = [obj.raw for obj in objs if not obj.deleted]
+            items = [obj.raw for obj in objs if not obj.deleted and selected(request, obj.raw)]
             rv = self._rv_committed
         res = request.resource
         info = self.resources[res] if res in self.resources else None
@@ -147,19 +227,51 @@ class PatchedEmulator(kmock.KubernetesEmulator):
         try:
             for event in replay:
                 yield event
-            stream = bus.stream(since=marker).__aiter__()
-            while True:
-                remaining = None if deadline is None else deadline - asyncio.get_running_loop().time()
-                if remaining is not None and remaining <= 0:
-                    return
-                try:
-                    event = await asyncio.wait_for(stream.__anext__(), remaining)
-                except TimeoutError:
-                    return
-                if self._matches(request, event):
-                    yield event
+            # one deadline for the whole stream (not a timer per event: those pile up under load)
+            async with asyncio.timeout_at(deadline):
+                async for event in bus.stream(since=marker):
+                    if self._matches(request, event):
+                        yield event
+        except TimeoutError:
+            return
         finally:
             await bus.unmark(marker)
+
+
+def _terms(text: str | None) -> list[tuple[str, str, str | None]]:
+    """"a=b,c!=d,e,!f" -> [(a, '=', b), (c, '!=', d), (e, 'exists', None), (f, '!exists', None)]."""
+    out = []
+    for term in filter(None, (t.strip() for t in (text or '').split(','))):
+        for op in ('!=', '==', '='):
+            if op in term:
+                key, _, value = term.partition(op)
+                out.append((key.strip(), '!=' if op == '!=' else '=', value.strip()))
+                break
+        else:
+            out.append((term[1:], '!exists', None) if term.startswith('!') else (term, 'exists', None))
+    return out
+
+
+def _field(obj: dict, path: str):
+    for part in path.split('.'):
+        obj = obj.get(part) if isinstance(obj, dict) else None
+    return obj
+
+
+def selected(request, obj: dict) -> bool:
+    """Whether an object passes the request's labelSelector and fieldSelector."""
+    params = getattr(request, 'params', None) or {}
+    labels = (obj.get('metadata') or {}).get('labels') or {}
+    for key, op, value in _terms(params.get('labelSelector')):
+        if (op == 'exists' and key not in labels) or (op == '!exists' and key in labels):
+            return False
+        if (op == '=' and labels.get(key) != value) or (op == '!=' and labels.get(key) == value):
+            return False
+    for key, op, value in _terms(params.get('fieldSelector')):
+        found = _field(obj, key)
+        if (op == '=' and str(found) != value) or (op == '!=' and str(found) == value):
+            return False
+    return True
 
 
 def register_crd(k: kmock.KubernetesEmulator) -> None:
