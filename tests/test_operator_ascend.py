@@ -19,7 +19,7 @@ import pytest
 from builders import tiny
 from pnas_jobs.spec import parse_manifest
 from support import fake_atc
-from support.job_runner import JobRunner, clean_env, secret
+from support.job_runner import JobRunner, clean_env, secret, service_account
 from support.kube_emulator import KmockThread
 from test_operator import NS, Operator, apply, expected_percentages, finished, jobs_of
 
@@ -42,9 +42,9 @@ def ascend_cluster(s3, sample_set, tmp_path_factory):
     }
     emulator = KmockThread(port=None).start()
     api = kubernetes.config.new_client_from_config(config_file=emulator.kubeconfig_path)
-    kubernetes.client.CoreV1Api(api).create_namespaced_secret(
-        NS, secret("minio-credentials", NS, {"accessKey": s3.access_key, "secretKey": s3.secret_key})
-    )
+    core = kubernetes.client.CoreV1Api(api)
+    core.create_namespaced_secret(NS, secret("minio-credentials", NS, {"accessKey": s3.access_key, "secretKey": s3.secret_key}))
+    core.create_namespaced_service_account(NS, service_account("pnas-eval-jobs", NS))  # as the chart makes it
     runner = JobRunner(api, NS, env).start()
     operator = Operator(emulator.kubeconfig_path, work)
     operator.start()

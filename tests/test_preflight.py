@@ -44,8 +44,8 @@ def test_storage_and_data_that_can_run(bucket, monkeypatch):
     "sections, check, says, fix",
     [
         ({"storage": {"uri": "s3://no-such-bucket/runs"}}, "storage: outputs", "does not exist", "mc mb <alias>/no-such-bucket"),
-        ({"dataset": {"images": "s3://datasets/nothing-here/"}}, "dataset", "no images under", "fix the named field"),
-        ({"dataset": {"labels": "s3://datasets/preflight/missing.txt"}}, "dataset", "does not exist", "fix the named field"),
+        ({"dataset": {"images": "s3://datasets/nothing-here/"}}, "dataset: images", "no images under", "fix the named field"),
+        ({"dataset": {"labels": "s3://datasets/preflight/missing.txt"}}, "dataset: labels", "does not exist", "fix the named field"),
         ({"model": {"weights": "s3://models/preflight/none.pth"}}, "model: weights", "does not exist", "spec.model.weights"),
         ({"dataset": {"shards": 40}}, "dataset: shards", "40 shards for 24 images", "at most 24"),
     ],
@@ -63,7 +63,7 @@ def test_labels_that_name_none_of_the_images(bucket, monkeypatch, tmp_path):
     bucket.client().fput_object("datasets", f"{PREFIX}/other_label.txt", str(other))
     found = checks(bucket, monkeypatch, dataset={"labels": f"s3://datasets/{PREFIX}/other_label.txt"})
     (problem,) = [f for f in found if f.level == "problem"]
-    assert problem.check == "dataset: labels" and "names none of the images" in problem.detail
+    assert problem.check == "dataset: labels" and "has a label in" in problem.detail, problem.line()
 
 
 def test_an_endpoint_that_does_not_answer_is_unreachable_not_a_problem(bucket, monkeypatch):

@@ -6,6 +6,7 @@ seconds with the fix, not minutes later inside a stage. Read-only; one Finding p
 """
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -62,16 +63,12 @@ def check_data(spec: PnasEvalSpec, settings: StorageSettings) -> list[Finding]:
         found = dataset.load(data.images, data.labels, data.limit, settings)
     except StorageError as error:
         return [_storage_failure("dataset", error, "check spec.dataset.images / labels, the endpoint and the credentials")]
-    except UserError as error:
-        return [Finding("dataset", "problem", str(error), "fix the named field or file")]
+    except UserError as error:  # dataset.load names the field first: "spec.dataset.labels: ..."
+        field = re.match(r"spec\.dataset\.(\w+):", str(error))
+        return [Finding(f"dataset: {field[1]}" if field else "dataset", "problem", str(error), "fix the named field or file")]
     findings = [Finding("dataset: images", "ok", f"{len(found.keys)} images under {data.images}" + (f" (limit {data.limit})" if data.limit else ""))]
     missing = [k for k in found.keys if dataset.image_name(k) not in found.labels]
-    if len(missing) == len(found.keys):
-        findings.append(
-            Finding("dataset: labels", "problem", f"{data.labels} names none of the images (e.g. {found.keys[0]})",
-                    "labels are '<file name> <class>' per line, the file name as in the images folder")  # fmt: skip
-        )
-    elif missing:
+    if missing:  # none labelled at all is refused by dataset.load above
         findings.append(Finding("dataset: labels", "warning", f"{len(missing)} of {len(found.keys)} images have no label "
                                 f"(e.g. {missing[0]}); they are recorded as failed, not scored"))  # fmt: skip
     else:

@@ -10,6 +10,7 @@ import contextvars
 import dataclasses
 import datetime
 import itertools
+import logging
 import os
 import re
 import time
@@ -281,6 +282,11 @@ def register_crd(k: kmock.KubernetesEmulator) -> None:
         verbs={'get', 'list', 'watch', 'create', 'patch', 'update', 'delete'},
         subresources={'status'},
     )
+
+
+# aiohttp logs every request at INFO; one logged after a test's log capture has closed prints a
+# "Logging error" traceback into the next test's output. The emulator keeps its own request log.
+logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
 class KmockThread:
