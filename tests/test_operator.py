@@ -8,11 +8,13 @@ fully declared in the CRD's schema, since kmock would not prune what a real API 
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import kubernetes
 import pytest
@@ -65,9 +67,10 @@ class Operator:
         return "".join(p.read_text() for p in sorted(self.log_dir.glob("operator-*.log")))
 
 
-@pytest.fixture(scope="module")
-def cluster(s3, sample_set, tmp_path_factory):
-    logs = tmp_path_factory.mktemp("operator")
+@contextlib.contextmanager
+def operator_cluster(s3, sample_set, work: Path, env: dict[str, str]):
+    """The sample set in the bucket, an emulated API server with the namespace as the chart leaves it,
+    the test kubelet running Jobs with `env`, and the real operator process."""
     s3.upload_dir(sample_set["images"], "datasets", "operator/val")
     s3.client().fput_object("datasets", "operator/val_label.txt", str(sample_set["labels"]))
     s3.client().fput_object("models", "operator/planted.pth", str(sample_set["planted"].weights))
@@ -76,8 +79,8 @@ def cluster(s3, sample_set, tmp_path_factory):
     core = kubernetes.client.CoreV1Api(api)
     core.create_namespaced_secret(NS, secret("minio-credentials", NS, {"accessKey": s3.access_key, "secretKey": s3.secret_key}))
     core.create_namespaced_service_account(NS, service_account("pnas-eval-jobs", NS))  # as the chart makes it
-    runner = JobRunner(api, NS, clean_env()).start()
-    operator = Operator(emulator.kubeconfig_path, logs)
+    runner = JobRunner(api, NS, env).start()
+    operator = Operator(emulator.kubeconfig_path, work)
     operator.start()
     yield dict(api=api, runner=runner, operator=operator, s3=s3, planted=sample_set["planted"])
     operator.stop()
@@ -86,6 +89,12 @@ def cluster(s3, sample_set, tmp_path_factory):
     emulator.stop()
     log = operator.log()
     assert log and s3.secret_key not in log and s3.access_key not in log  # whatever the operator logged
+
+
+@pytest.fixture(scope="module")
+def cluster(s3, sample_set, tmp_path_factory):
+    with operator_cluster(s3, sample_set, tmp_path_factory.mktemp("operator"), clean_env()) as running:
+        yield running
 
 
 def pnaseval(name: str, s3, batch_sizes=(1,), **sections) -> dict:
@@ -134,6 +143,8 @@ def jobs_of(cluster, name) -> dict[str, dict]:
 
 
 def events_of(cluster, name) -> list[tuple[str, str]]:
+    """The PnasEval's Events so far: the operator posts them after the status write that caused them
+    (kopf's poster queue), so a test waits for the one it expects rather than reading once."""
     core = kubernetes.client.CoreV1Api(cluster["api"])
     return [(e.reason, e.message) for e in core.list_namespaced_event(NS).items if e.involved_object.name == name]
 
@@ -181,8 +192,9 @@ def test_apply_to_succeeded_with_the_planted_accuracy(cluster):
         (ref,) = job["metadata"]["ownerReferences"]
         assert (ref["kind"], ref["name"], ref["uid"]) == ("PnasEval", "happy", body["metadata"]["uid"])
         assert job["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.test/pnas-eval/jobs:ci"
-    reasons = [r for r, _ in events_of(cluster, "happy")]
-    assert reasons.count("StageStarted") == 5 and reasons.count("StageSucceeded") == 5
+    reasons = lambda: [r for r, _ in events_of(cluster, "happy")]  # noqa: E731
+    wait_for(lambda: reasons().count("StageSucceeded") == 5, 20, "five StageSucceeded events", cluster)
+    assert reasons().count("StageStarted") == 5
 
     client = s3.client()
     assert client.get_object("runs", "cluster/evals/happy/result_bs4.json").read().decode() == metric.seed_json(planted.table())
@@ -227,7 +239,7 @@ def test_a_shard_that_fails_twice_then_succeeds_is_counted_once(cluster):
     assert status["results"][0]["top5"] == expected_percentages(cluster["planted"])["top5"]
     infer = next(s for s in status["stages"] if s["name"] == "infer-bs1")
     assert infer["failedPods"] == 2
-    assert any(r == "StageRetry" for r, _ in events_of(cluster, "flaky"))
+    wait_for(lambda: any(r == "StageRetry" for r, _ in events_of(cluster, "flaky")), 20, "a StageRetry event", cluster)
 
 
 def test_a_shard_that_fails_for_good_fails_the_evaluation_naming_it(cluster):
@@ -240,7 +252,7 @@ def test_a_shard_that_fails_for_good_fails_the_evaluation_naming_it(cluster):
     assert "infer-bs1 failed (shards 2): FailedIndexes" in status["message"]
     assert status["conditions"][0]["status"] == "False"
     assert sorted(jobs_of(cluster, "broken")) == ["broken-convert", "broken-infer-bs1", "broken-shard"]  # nothing after
-    assert any(r == "StageFailed" and "shards 2" in m for r, m in events_of(cluster, "broken"))
+    wait_for(lambda: any(r == "StageFailed" and "shards 2" in m for r, m in events_of(cluster, "broken")), 20, "a StageFailed event", cluster)
 
 
 def test_an_invalid_spec_for_a_cluster_fails_with_the_field(cluster):

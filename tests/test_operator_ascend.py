@@ -13,15 +13,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import kubernetes
 import pytest
 
 from builders import tiny
 from pnas_jobs.spec import parse_manifest
 from support import fake_atc
-from support.job_runner import JobRunner, clean_env, secret, service_account
-from support.kube_emulator import KmockThread
-from test_operator import NS, Operator, apply, expected_percentages, finished, jobs_of
+from support.job_runner import clean_env
+from test_operator import NS, apply, expected_percentages, finished, jobs_of, operator_cluster
 
 SUPPORT = Path(__file__).parent / "support"
 
@@ -29,9 +27,6 @@ SUPPORT = Path(__file__).parent / "support"
 @pytest.fixture(scope="module")
 def ascend_cluster(s3, sample_set, tmp_path_factory):
     work = tmp_path_factory.mktemp("ascend-operator")
-    s3.upload_dir(sample_set["images"], "datasets", "operator/val")
-    s3.client().fput_object("datasets", "operator/val_label.txt", str(sample_set["labels"]))
-    s3.client().fput_object("models", "operator/planted.pth", str(sample_set["planted"].weights))
     fake_atc.install(work / "bin")
     base = clean_env()
     env = {
@@ -40,19 +35,8 @@ def ascend_cluster(s3, sample_set, tmp_path_factory):
         "PYTHONPATH": os.pathsep.join([str(SUPPORT / "fake_ais_bench"), str(SUPPORT / "fake_aclruntime"), base.get("PYTHONPATH", "")]),
         "FAKE_AIS_LOG": str(work / "ais.log"),
     }
-    emulator = KmockThread(port=None).start()
-    api = kubernetes.config.new_client_from_config(config_file=emulator.kubeconfig_path)
-    core = kubernetes.client.CoreV1Api(api)
-    core.create_namespaced_secret(NS, secret("minio-credentials", NS, {"accessKey": s3.access_key, "secretKey": s3.secret_key}))
-    core.create_namespaced_service_account(NS, service_account("pnas-eval-jobs", NS))  # as the chart makes it
-    runner = JobRunner(api, NS, env).start()
-    operator = Operator(emulator.kubeconfig_path, work)
-    operator.start()
-    yield dict(api=api, runner=runner, operator=operator, s3=s3, planted=sample_set["planted"], log=work / "ais.log")
-    operator.stop()
-    runner.stop()
-    api.close()
-    emulator.stop()
+    with operator_cluster(s3, sample_set, work, env) as running:
+        yield {**running, "log": work / "ais.log"}
 
 
 def ascend_eval(name: str, cluster, soc: str, shards: int, **sections) -> dict:
