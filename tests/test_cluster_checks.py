@@ -83,7 +83,7 @@ BROKEN = {
     "no NPU offered": (lambda s: setattr(s, "nodes", [node("a", npus=0)]), "nodes: resources", "device plugin"),
     "an untolerated taint": (lambda s: s.nodes[0]["spec"]["taints"].append({"key": "dedicated", "value": "x", "effect": "NoSchedule"})
                              or s.nodes[1]["spec"]["taints"].append({"key": "dedicated", "value": "x", "effect": "NoSchedule"}),
-                             "nodes: taints", "key: dedicated"),
+                             "nodes: taints", "{key: huawei.com/Ascend310P, operator: Exists, effect: NoSchedule}, {key: dedicated, operator: Exists"),
     "Kueue queue named but Kueue absent": (lambda s: None, "Kueue", "install Kueue"),
     "Volcano-mode device plugin": (lambda s: setattr(s, "device_plugins", [device_plugin(volcano=True)]), "device plugin",
                                    "schedulerName: volcano"),

@@ -176,7 +176,8 @@ BROKEN = {  # how to break the cluster, the spec's sections, the check that fail
     "no NPU allocatable": (lambda c: [c.core.patch_node_status(n, {"status": {"allocatable": {"huawei.com/Ascend310P": "0"}}})
                                       for n in ("npu-1", "npu-2")], {}, "nodes: resources", "install the device plugin"),
     "an untolerated taint": (lambda c: [c.core.patch_node(n, {"spec": {"taints": [{"key": "dedicated", "value": "infer", "effect": "NoSchedule"}]}})
-                                        for n in ("npu-1", "npu-2")], {}, "nodes: taints", "{key: dedicated, operator: Exists"),
+                                        for n in ("npu-1", "npu-2")], {}, "nodes: taints",
+                             "[{key: huawei.com/Ascend310P, operator: Exists, effect: NoSchedule}, {key: dedicated, operator: Exists"),
     "Pod Security refuses the driver hostPath": (lambda c: (c.apps.delete_namespaced_deployment("pnas-eval-operator", "pnas-eval"),
         c.operator(), c.apps.patch_namespaced_deployment("pnas-eval-operator", "pnas-eval", [{"op": "replace",
         "path": "/spec/template/spec/containers/0/env/1/value", "value": "/usr/local/Ascend/driver"}])), {}, "Pod Security",
@@ -257,3 +258,68 @@ def _kubeconfig_to(url: str):
     with os.fdopen(fd, "w") as f:
         yaml.safe_dump(config, f)
     return path
+
+
+def registered_commands(tmp_path) -> str:
+    """A folder that registers this checkout's `pnas_eval.commands` entry points (as pyproject.toml
+    declares them) for a child process: the shared environment may hold an older install's list."""
+    import tomllib
+
+    table = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["entry-points"]["pnas_eval.commands"]
+    info = tmp_path / "pnas_eval_checkout-0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: pnas-eval-checkout\nVersion: 0\n")
+    (info / "entry_points.txt").write_text("[pnas_eval.commands]\n" + "".join(f"{k} = {v}\n" for k, v in table.items()))
+    return str(tmp_path)
+
+
+def run_doctor(cluster, s3, tmp_path, *args) -> subprocess.CompletedProcess:
+    env = {**clean_env(), **s3.env(), "KUBECONFIG": cluster.emulator.kubeconfig_path,
+           "PYTHONPATH": os.pathsep.join([registered_commands(tmp_path), os.environ.get("PYTHONPATH", "")])}  # fmt: skip
+    command = [sys.executable, "-m", "pnas_jobs", "doctor", str(REPO / "examples" / "seed-310p.yaml"), "--namespace", NS,
+               "--storage-endpoint", s3.endpoint, *args]  # fmt: skip
+    result = subprocess.run(command, env=env, capture_output=True, text=True, cwd=REPO, timeout=120)
+    s3.outputs += [result.stdout, result.stderr]
+    print(f"$ pnas-eval doctor examples/seed-310p.yaml --namespace {NS} --storage-endpoint localhost:9000\n{result.stdout}{result.stderr}")
+    return result
+
+
+@pytest.fixture
+def seed_data(data, sample_set):
+    """What examples/seed-310p.yaml reads, on the loopback bucket: the sample images and labels, weights."""
+    client = data.client()
+    if not client.bucket_exists("pnas-eval"):
+        client.make_bucket("pnas-eval")
+        data.upload_dir(sample_set["images"], "datasets", "imagenet/val")
+        client.fput_object("datasets", "imagenet/val_label.txt", str(sample_set["labels"]))
+        client.fput_object("models", "pnasnet5large.pth", str(sample_set["planted"].weights))
+    return data
+
+
+def test_doctor_end_to_end_on_the_seed_example(cluster, seed_data, tmp_path):
+    passing = run_doctor(cluster, seed_data, tmp_path / "a")
+    assert passing.returncode == 0, passing.stdout + passing.stderr
+    lines = passing.stdout.splitlines()
+    assert lines[0] == f"pnas-eval doctor: PnasEval {NS}/pnasnet5large-310p" and lines[-1] == "=> the run can start"
+    assert "ok          dataset: images: 24 images under s3://datasets/imagenet/val/" in passing.stdout
+
+    cluster.core.delete_namespaced_secret("minio-credentials", NS)
+    for name in ("npu-1", "npu-2"):
+        cluster.core.patch_node(name, {"spec": {"taints": [{"key": "dedicated", "value": "infer", "effect": "NoSchedule"}]}})
+    seed_data.client().remove_object("models", "pnasnet5large.pth")
+    broken = run_doctor(cluster, seed_data, tmp_path / "b")
+    assert broken.returncode == 2, broken.stdout + broken.stderr
+    assert [line.split()[1] for line in broken.stdout.splitlines() if line.startswith("PROBLEM")] == ["credentials", "nodes:", "model:"]
+    assert "fix: kubectl create secret generic minio-credentials -n ml" in broken.stdout
+    assert broken.stdout.splitlines()[-1] == "=> 3 problems to fix before the run can start"
+    assert seed_data.secret_key not in broken.stdout + broken.stderr and seed_data.access_key not in broken.stdout
+
+
+def test_doctor_end_to_end_without_an_api_server(data, tmp_path):
+    env = {**clean_env(), **data.env(), "KUBECONFIG": _kubeconfig_to(f"http://127.0.0.1:{free_port()}"),
+           "PYTHONPATH": os.pathsep.join([registered_commands(tmp_path), os.environ.get("PYTHONPATH", "")])}  # fmt: skip
+    path = tmp_path / "eval.yaml"
+    path.write_text(yaml.safe_dump(manifest(data)))
+    result = subprocess.run([sys.executable, "-m", "pnas_jobs", "doctor", str(path)], env=env, capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "UNREACHABLE Kubernetes API" in result.stdout and result.stdout.splitlines()[-1].startswith("=> could not reach")

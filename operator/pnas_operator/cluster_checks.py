@@ -177,10 +177,16 @@ def check_nodes(snapshot: ClusterSnapshot, pnaseval: PnasEval, plan: Plan) -> li
         taint = next(t for t in blocked[0]["spec"]["taints"] if not tolerates(tolerations, t))
         findings.append(Finding("nodes: taints", "problem", f"every matching node has a taint the pods do not tolerate "
                                 f"({taint.get('key')}={taint.get('value', '')}:{taint.get('effect')})",
-                                f"add to spec.inference.tolerations: {{key: {taint.get('key')}, operator: Exists, effect: {taint.get('effect')}}}"))  # fmt: skip
+                                f"set spec.inference.tolerations: {_flow([*tolerations, {'key': taint.get('key'), 'operator': 'Exists', 'effect': taint.get('effect')}])}"
+                                " (it replaces the default ones)"))  # fmt: skip
     else:
         findings.append(Finding("nodes: taints", "ok", f"{len(matching) - len(blocked)} of {len(matching)} matching nodes admit the pods"))
     return findings
+
+
+def _flow(items: list[dict]) -> str:
+    """[{key: a, operator: Exists}]: a list of mappings as YAML flow style, for a fix to paste."""
+    return "[" + ", ".join("{" + ", ".join(f"{k}: {v}" for k, v in item.items()) + "}" for item in items) + "]"
 
 
 def _no_matching_node(snapshot: ClusterSnapshot, pnaseval: PnasEval, selector: dict) -> Finding:
