@@ -313,6 +313,8 @@ def test_doctor_end_to_end_on_the_seed_example(cluster, seed_data, tmp_path):
     assert "fix: kubectl create secret generic minio-credentials -n ml" in broken.stdout
     assert broken.stdout.splitlines()[-1] == "=> 3 problems to fix before the run can start"
     assert seed_data.secret_key not in broken.stdout + broken.stderr and seed_data.access_key not in broken.stdout
+    readme = (REPO / "README.md").read_text()  # "Before your first run" shows these two outputs as they are
+    assert passing.stdout in readme and broken.stdout in readme
 
 
 def test_doctor_end_to_end_without_an_api_server(data, tmp_path):
