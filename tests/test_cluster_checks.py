@@ -31,6 +31,15 @@ def operator(watch="ml") -> dict:
     }  # fmt: skip
 
 
+def device_plugin(volcano: bool = False) -> dict:
+    """As mind-cluster's build/ascendplugin-310P[-volcano].yaml runs it: flags inside one `bash -c` string."""
+    flags = "-volcanoType=true -presetVirtualDevice=true " if volcano else ""
+    container = {"name": "device-plugin-01", "command": ["/bin/bash", "-c", "--"],
+                 "args": [f"device-plugin {flags}-logFile=/var/log/mindx-dl/devicePlugin/devicePlugin.log -logLevel=0"]}
+    return {"metadata": {"name": "ascend-device-plugin3-daemonset-310p" if volcano else "ascend-device-plugin-daemonset", "namespace": "kube-system"},
+            "spec": {"template": {"metadata": {"labels": {"name": "ascend-device-plugin-ds"}}, "spec": {"containers": [container]}}}}  # fmt: skip
+
+
 def good() -> ClusterSnapshot:
     return ClusterSnapshot(
         namespace={"metadata": {"name": "ml", "labels": {"pod-security.kubernetes.io/enforce": "restricted"}}},
@@ -39,6 +48,7 @@ def good() -> ClusterSnapshot:
         secret_keys={"accessKey", "secretKey"},
         service_accounts={"default", "pnas-eval-jobs"},
         nodes=[node("npu-1"), node("npu-2"), {"metadata": {"name": "cpu-1", "labels": {}}, "spec": {}, "status": {}}],
+        device_plugins=[device_plugin()],
     )
 
 
@@ -73,11 +83,11 @@ BROKEN = {
     "no NPU offered": (lambda s: setattr(s, "nodes", [node("a", npus=0)]), "nodes: resources", "device plugin"),
     "an untolerated taint": (lambda s: s.nodes[0]["spec"]["taints"].append({"key": "dedicated", "value": "x", "effect": "NoSchedule"})
                              or s.nodes[1]["spec"]["taints"].append({"key": "dedicated", "value": "x", "effect": "NoSchedule"}),
-                             "nodes: taints", "key: dedicated"),
+                             "nodes: taints", "{key: huawei.com/Ascend310P, operator: Exists, effect: NoSchedule}, {key: dedicated, operator: Exists"),
     "Kueue queue named but Kueue absent": (lambda s: None, "Kueue", "install Kueue"),
-    "Volcano-mode device plugin": (lambda s: s.device_plugins.append(
-        {"spec": {"template": {"spec": {"containers": [{"command": ["device-plugin", "-volcanoType=true"]}]}}}}), "device plugin",
-        "schedulerName: volcano"),
+    "Volcano-mode device plugin": (lambda s: setattr(s, "device_plugins", [device_plugin(volcano=True)]), "device plugin",
+                                   "schedulerName: volcano"),
+    "no namespace": (lambda s: setattr(s, "namespace", None), "namespace", "kubectl create namespace ml"),
 }  # fmt: skip
 
 
@@ -116,3 +126,24 @@ def test_fewer_npus_than_parallelism_is_a_warning():
 )
 def test_toleration_matching_follows_kubernetes(toleration, taint, expected):
     assert tolerates([toleration], taint) is expected
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [("device-plugin -volcanoType=true -logLevel=0", True), ("device-plugin -volcanoType", True),
+     ("device-plugin --volcanoType=false", False), ("device-plugin -logLevel=0", False),
+     ("device-plugin -volcanoType=true -volcanoType=false", False), ("device-plugin -volcanoTypeX=true", False)],
+)  # fmt: skip
+def test_volcano_mode_reads_the_flag_as_go_parses_it(args, expected):
+    from pnas_operator.cluster_checks import volcano_mode
+
+    daemonset = {"spec": {"template": {"spec": {"containers": [{"command": ["/bin/bash", "-c", "--"], "args": [args]}]}}}}
+    assert volcano_mode(daemonset) is expected
+
+
+def test_what_may_not_be_read_is_a_warning_not_a_problem():
+    snapshot = good()
+    snapshot.forbidden = {"deployments", "secrets", "nodes", "daemonsets"}
+    got = {f.check: f for f in findings(snapshot)}
+    assert [c for c, f in got.items() if f.level == "problem"] == []
+    assert all("not checked" in got[c].detail for c in ("operator", "credentials Secret", "nodes", "device plugin"))

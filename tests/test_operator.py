@@ -180,21 +180,23 @@ def test_apply_to_succeeded_with_the_planted_accuracy(cluster):
     ]  # fmt: skip
     assert all(r["throughput"] > 0 and r["json"].startswith("s3://runs/cluster/evals/happy/") for r in status["results"])
     assert status["shards"] == {"total": 3, "succeeded": 3, "failed": 0, "active": 0} and status["progress"] == "3/3 bs4"
-    assert [s["phase"] for s in status["stages"]] == ["Succeeded"] * 5
+    assert [s["phase"] for s in status["stages"]] == ["Succeeded"] * 6
     ready = status["conditions"][0]
     assert (ready["type"], ready["status"], ready.get("observedGeneration")) == ("Ready", "True", body["metadata"].get("generation"))
     assert status["startTime"] <= status["completionTime"]
     assert undeclared(status, crd.definition()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]) == []
 
     jobs = jobs_of(cluster, "happy")
-    assert sorted(jobs) == ["happy-aggregate", "happy-convert", "happy-infer-bs1", "happy-infer-bs4", "happy-shard"]
+    assert sorted(jobs) == ["happy-aggregate", "happy-convert", "happy-infer-bs1", "happy-infer-bs4", "happy-preflight", "happy-shard"]
+    preflight = next(c for c in status["conditions"] if c["type"] == "Preflight")
+    assert (preflight["status"], preflight["reason"], preflight["message"]) == ("True", "Passed", "storage and data checked")
     for job in jobs.values():
         (ref,) = job["metadata"]["ownerReferences"]
         assert (ref["kind"], ref["name"], ref["uid"]) == ("PnasEval", "happy", body["metadata"]["uid"])
         assert job["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.test/pnas-eval/jobs:ci"
     reasons = lambda: [r for r, _ in events_of(cluster, "happy")]  # noqa: E731
-    wait_for(lambda: reasons().count("StageSucceeded") == 5, 20, "five StageSucceeded events", cluster)
-    assert reasons().count("StageStarted") == 5
+    wait_for(lambda: reasons().count("StageSucceeded") == 6, 20, "six StageSucceeded events", cluster)
+    assert reasons().count("StageStarted") == 6
 
     client = s3.client()
     assert client.get_object("runs", "cluster/evals/happy/result_bs4.json").read().decode() == metric.seed_json(planted.table())
@@ -222,7 +224,7 @@ def test_operator_restart_mid_inference_resumes_without_duplicates(cluster):
     status = finished(cluster, "restart")["status"]
     assert status["phase"] == "Succeeded"
     after = jobs_of(cluster, "restart")
-    assert sorted(after) == ["restart-aggregate", "restart-convert", "restart-infer-bs1", "restart-shard"]
+    assert sorted(after) == ["restart-aggregate", "restart-convert", "restart-infer-bs1", "restart-preflight", "restart-shard"]
     assert {n: after[n]["metadata"]["uid"] for n in before} == before
     assert status["results"][0]["top1"] == expected_percentages(cluster["planted"])["top1"]
     assert len([p for p in runner.pods if p[0] == "restart-infer-bs1"]) == 3
@@ -251,8 +253,21 @@ def test_a_shard_that_fails_for_good_fails_the_evaluation_naming_it(cluster):
     assert status["failedShards"] == [2]
     assert "infer-bs1 failed (shards 2): FailedIndexes" in status["message"]
     assert status["conditions"][0]["status"] == "False"
-    assert sorted(jobs_of(cluster, "broken")) == ["broken-convert", "broken-infer-bs1", "broken-shard"]  # nothing after
+    assert sorted(jobs_of(cluster, "broken")) == ["broken-convert", "broken-infer-bs1", "broken-preflight", "broken-shard"]  # nothing after
     wait_for(lambda: any(r == "StageFailed" and "shards 2" in m for r, m in events_of(cluster, "broken")), 20, "a StageFailed event", cluster)
+
+
+def test_a_dataset_prefix_without_images_stops_the_run_at_the_preflight(cluster):
+    data = pnaseval("no-images", cluster["s3"])
+    data["spec"]["dataset"]["images"] = "s3://datasets/operator/nothing-here/"
+    apply(cluster, data)
+    status = finished(cluster, "no-images")["status"]
+    preflight = next(c for c in status["conditions"] if c["type"] == "Preflight")
+    assert (status["phase"], preflight["status"], preflight["reason"]) == ("Failed", "False", "ProblemsFound")
+    assert preflight["message"].startswith("problem: dataset: images: spec.dataset.images: no images under s3://datasets/operator/nothing-here/")
+    assert status["message"].startswith("preflight found problems: problem: dataset: images")
+    assert sorted(jobs_of(cluster, "no-images")) == ["no-images-preflight"]  # nothing converted or sharded
+    assert [c for j, _, c in cluster["runner"].pods if j == "no-images-preflight"] == [2]  # exit 2: not retried
 
 
 def test_an_invalid_spec_for_a_cluster_fails_with_the_field(cluster):
@@ -273,7 +288,7 @@ def test_plan_prints_the_jobs_the_operator_creates(tmp_path, cluster):
     assert result.returncode == 0, result.stderr
     printed = list(yaml.safe_load_all(result.stdout))
     assert [j["metadata"]["name"] for j in printed] == [
-        "planned-convert", "planned-shard", "planned-infer-bs1", "planned-infer-bs4", "planned-aggregate"
+        "planned-preflight", "planned-convert", "planned-shard", "planned-infer-bs1", "planned-infer-bs4", "planned-aggregate"
     ]  # fmt: skip
     assert all(j["kind"] == "Job" for j in printed)
     assert os.environ.get("MINIO_SECRET_KEY") is None and cluster["s3"].secret_key not in result.stdout

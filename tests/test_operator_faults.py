@@ -136,7 +136,7 @@ def test_job_creations_failing_with_500_are_retried_quickly(cluster):
     cluster["emulator"].inject("POST", f"/namespaces/{NS}/jobs$", status=500, times=3)
     started = time.monotonic()
     apply(cluster, "flaky-api")
-    assert "creating Job flaky-api-convert: HTTP 500" in event_with(cluster, "flaky-api", "ApiError")
+    assert "creating Job flaky-api-preflight: HTTP 500" in event_with(cluster, "flaky-api", "ApiError")  # the run's first Job
     assert final(cluster, "flaky-api")["phase"] == "Succeeded"
     assert time.monotonic() - started < 30  # bounded backoff (0.2, 0.4, 0.8 s here), not 60 s per failure
 
@@ -162,7 +162,7 @@ def test_same_name_again_leftover_jobs_then_a_second_cleanup(cluster):
     wait_for(lambda: f"reuse-cleanup-{uid1[:8]}" in jobs(cluster), timeout=20, what="the first cleanup Job", cluster=cluster)
     apply(cluster, "reuse", cleanup=True)
     message = event_with(cluster, "reuse", "LeftoverJob")
-    assert "Job reuse-convert (convert) exists but belongs to an earlier PnasEval" in message and uid1 in message
+    assert "Job reuse-preflight (preflight) exists but belongs to an earlier PnasEval" in message and uid1 in message
     assert condition(cluster, "reuse", "Blocked")["reason"] == "LeftoverJob"
     batch = kubernetes.client.BatchV1Api(cluster["api"])
     for name in [n for n in jobs(cluster) if n.startswith("reuse-") and "cleanup" not in n]:
@@ -192,11 +192,12 @@ def test_a_refused_cleanup_job_is_an_event_and_the_deletion_completes(cluster):
     wait_for(gone, timeout=20, what="the PnasEval to be deleted (its finalizer released)", cluster=cluster)
 
 
-CANNOT_START = [  # (PnasEval, what keeps its convert pod from starting, the reason, what the message says)
-    ("unschedulable", "unschedulable", "Unschedulable", "0/3 nodes are available: 3 Insufficient huawei.com/Ascend310P"),
-    ("no-image", "image_pull", "ImagePullBackOff", "the image cannot be pulled"),
-    ("no-secret", "secret", "CreateContainerConfigError", 'secret "s3-keys" not found'),
-    ("no-account", "account", "FailedCreate", 'serviceaccount "pnas-eval-jobs" not found'),
+CANNOT_START = [  # (PnasEval, what keeps its pods from starting, the reason, what the message says, the stage and phase stuck)
+    ("unschedulable", "unschedulable", "Unschedulable", "0/3 nodes are available: 3 Insufficient huawei.com/Ascend310P", "convert", "Converting"),
+    ("no-image", "image_pull", "ImagePullBackOff", "the image cannot be pulled", "convert", "Converting"),
+    # every pod of the run needs the Secret and the ServiceAccount: the first, the preflight's, is stuck
+    ("no-secret", "secret", "CreateContainerConfigError", 'secret "s3-keys" not found', "preflight", "Pending"),
+    ("no-account", "account", "FailedCreate", 'serviceaccount "pnas-eval-jobs" not found', "preflight", "Pending"),
 ]
 
 
@@ -205,15 +206,15 @@ def test_pods_that_cannot_start_show_the_cause_and_the_stage(cluster):
     runner, core = cluster["runner"], kubernetes.client.CoreV1Api(cluster["api"])
     runner.unschedulable["unschedulable-convert"] = "0/3 nodes are available: 3 Insufficient huawei.com/Ascend310P."
     runner.image_pull.add("no-image-convert")
-    for name, fault, reason, says in CANNOT_START:
+    for name, fault, reason, says, stage, phase in CANNOT_START:
         if fault == "account":  # the Jobs' ServiceAccount is the operator's: missing for this one's pods only
             core.delete_namespaced_service_account("pnas-eval-jobs", NS)
         apply(cluster, name, **({"storage": {"credentialsSecret": "s3-keys"}} if fault == "secret" else {}))
         stalled = wait_for(lambda: problem(cluster, name, "Stalled"), timeout=20, what=f"{name}: the Stalled condition", cluster=cluster)
-        assert stalled["reason"] == reason and says in stalled["message"] and stalled["message"].startswith("convert: ")
+        assert stalled["reason"] == reason and says in stalled["message"] and stalled["message"].startswith(f"{stage}: ")
         assert says in event_with(cluster, name, reason)
         status = get(cluster, name)["status"]
-        assert status["phase"] == "Converting" and says in status["message"], name
+        assert status["phase"] == phase and says in status["message"], name
     # the causes go away: the runs go on (after pendingDeadlineSeconds they fail instead: test_state.py)
     runner.unschedulable.clear()
     runner.image_pull.clear()

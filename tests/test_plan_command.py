@@ -29,7 +29,7 @@ def env(job: dict) -> dict[str, dict]:
 
 def test_a_310p3_cluster_from_the_seed_example(capsys):
     jobs = plan(capsys, REPO / "examples" / "seed-310p.yaml")
-    assert list(jobs) == ["convert", "shard", *(f"infer-bs{b}" for b in (1, 4, 8, 16, 32, 64)), "aggregate"]
+    assert list(jobs) == ["preflight", "convert", "shard", *(f"infer-bs{b}" for b in (1, 4, 8, 16, 32, 64)), "aggregate"]
     infer = pod(jobs["infer-bs4"])
     assert infer["containers"][0]["resources"]["limits"]["huawei.com/Ascend310P"] == "1"
     assert infer["nodeSelector"] == {"accelerator": "huawei-Ascend310P", "node.kubernetes.io/npu.chip.name": "310P3"}

@@ -71,3 +71,28 @@ def test_an_endpoint_that_does_not_answer_is_unreachable_not_a_problem(bucket, m
 
     found = checks(bucket, monkeypatch, storage={"endpoint": f"127.0.0.1:{free_port()}"})
     assert {f.level for f in found} == {"unreachable"} and preflight.exit_code(found) == 1
+
+
+def test_the_preflight_stage_in_a_pod_passes_or_stops_the_run_with_the_problems(bucket, tmp_path):
+    """`pnas-eval preflight` as the first Job of a run runs it: findings in its termination log, exit 0 or 2."""
+    from conftest import s3_cli
+
+    log = tmp_path / "termination-log"
+    base = ["preflight", "--root", "s3://runs/preflight/ml/pf", "--labels", f"s3://datasets/{PREFIX}/val_label.txt",
+            "--weights", f"s3://models/{PREFIX}/planted.pth", "--shards", "3", "--summary-file", str(log)]  # fmt: skip
+    passed = s3_cli(bucket, *base, "--images", f"s3://datasets/{PREFIX}/val/", PNAS_STORAGE_ENDPOINT=bucket.endpoint)
+    assert passed.returncode == 0, passed.stderr
+    assert log.read_text() == "" and "ok          dataset: images: 24 images" in passed.stderr
+    failed = s3_cli(bucket, *base, "--images", f"s3://datasets/{PREFIX}/none/", PNAS_STORAGE_ENDPOINT=bucket.endpoint)
+    assert failed.returncode == 2, failed.stderr
+    assert log.read_text().startswith("problem: dataset: images: ") and "(fix: " in log.read_text()
+    assert "pnas-eval preflight: error: preflight: problem: dataset: images" in failed.stderr
+    assert bucket.secret_key not in failed.stderr + log.read_text()
+
+
+def test_the_preflight_stage_imports_nothing_heavy():
+    import subprocess
+    import sys
+
+    code = "import sys, pnas_jobs.stages.preflight; print(sorted(m for m in ('torch', 'timm', 'onnx', 'onnxruntime') if m in sys.modules))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"

@@ -12,7 +12,7 @@ import json
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from builders import pnaseval
+from builders import job, pnaseval
 from pnas_operator import kube, reconcile
 from pnas_operator.settings import OperatorSettings
 
@@ -62,8 +62,21 @@ def body() -> dict:
     return data
 
 
-def run(jobs=(), pods=()) -> reconcile.Result:
+def preflight_done() -> dict:
+    """The run's first Job (its preflight), finished: the passes below create convert and shard."""
+    done = job("eval", "preflight", complete=True, succeeded=1)
+    done["metadata"].update(namespace="ml", ownerReferences=[{"kind": "PnasEval", "uid": "u-1"}])
+    return done
+
+
+def run(jobs=None, pods=()) -> reconcile.Result:
+    jobs = [preflight_done()] if jobs is None else jobs
     return reconcile.reconcile(body(), OperatorSettings(), list(jobs), list(pods), when=WHEN)
+
+
+def test_the_first_job_is_the_preflight(stand_in):
+    api = stand_in(201)
+    assert run(jobs=[]).outcome.status.phase == "Pending" and api.created == ["eval-preflight"]
 
 
 def test_a_job_the_api_server_refuses_fails_the_run_and_says_why(stand_in):
@@ -78,7 +91,7 @@ def test_a_job_the_api_server_refuses_fails_the_run_and_says_why(stand_in):
 def test_created_is_progress(stand_in):
     api = stand_in(201)
     result = run()
-    assert result.outcome.status.phase == "Pending" and api.created == ["eval-convert", "eval-shard"] and result.blocked is None
+    assert result.outcome.status.phase == "Converting" and api.created == ["eval-convert", "eval-shard"] and result.blocked is None
 
 
 def test_a_job_of_ours_that_exists_is_progress(stand_in):
@@ -98,7 +111,7 @@ def test_errors_that_may_pass_block_the_pass_and_say_why(stand_in, status, messa
     api = stand_in(status, message)
     result = run()
     assert result.blocked == (reason, f"creating Job eval-convert: HTTP {status}: {message}")
-    assert result.outcome.status.phase == "Pending" and api.created == ["eval-convert"]  # the rest waits for the retry
+    assert result.outcome.status.phase == "Converting" and api.created == ["eval-convert"]  # the rest waits for the retry
 
 
 def test_a_leftover_job_of_an_earlier_pnaseval_is_reported_then_fails_the_run_after_the_deadline(stand_in):
@@ -111,7 +124,7 @@ def test_a_leftover_job_of_an_earlier_pnaseval_is_reported_then_fails_the_run_af
     old = body()
     old["status"] = {"conditions": [{"type": "Blocked", "status": "True", "reason": "LeftoverJob", "message": message,
                                      "lastTransitionTime": "2026-11-29T23:50:00Z"}]}  # fmt: skip
-    failed = reconcile.reconcile(old, OperatorSettings(), [], [], when=WHEN).outcome.status
+    failed = reconcile.reconcile(old, OperatorSettings(), [preflight_done()], [], when=WHEN).outcome.status
     assert failed.phase == "Failed" and "blocked for more than 900 s: Job eval-convert" in failed.message
 
 

@@ -8,6 +8,7 @@ import pytest
 from builders import job, planned, pnaseval
 from pnas_jobs.report import Summary
 from pnas_operator import state
+from pnas_operator.starting import PodView, pod_view
 
 NOW, LATER = "2026-11-29T10:00:00Z", "2026-11-29T11:00:00Z"
 _, PLAN = planned(pnaseval(inference={"batchSizes": [1, 4]}))
@@ -217,3 +218,47 @@ def test_failure_messages_stay_bounded_at_any_number_of_shards():
     status = state.derive(big, DONE_PREP + [failed], None, NOW, 1).status.dump()
     assert "infer-bs1 failed (10000 shards: 0, 1, 2, 3, 4 and 9995 more): FailedIndexes" in status["message"]
     assert len(status["message"]) < 300 and len(status["failedShards"]) == 10000  # the list once, in failedShards
+
+
+# the preflight step of a cluster's plan: storage and data checked first, reported as condition Preflight
+_, CLUSTER_PLAN = planned(pnaseval(inference={"batchSizes": [1, 4]}), preflight=True, summary_file="/dev/termination-log")
+PROBLEM = "problem: dataset: images: no images under s3://datasets/val/ (fix: fix the named field or file)"
+WARNING = "warning: dataset: labels: 2 of 50 images have no label (e.g. a.JPEG); they are recorded as failed, not scored"
+
+
+def preflight_pod(message: str | None, code: int) -> PodView:
+    """Its pod as the kubelet reports it: terminated, with the findings as termination message."""
+    terminated = {"exitCode": code, **({"message": message} if message else {})}
+    return pod_view({"metadata": {"name": "eval-preflight-x", "labels": {"batch.kubernetes.io/job-name": "eval-preflight"}},
+                     "status": {"phase": "Failed" if code else "Succeeded", "containerStatuses": [{"state": {"terminated": terminated}}]}})  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "jobs, pods, phase, create, preflight, ready_message",
+    [
+        ([], [], "Pending", ["preflight"], None, "creating Jobs"),
+        ([job("eval", "preflight", active=1)], [], "Pending", [], ("Unknown", "Checking", "checking storage and data"), "preflight: 0/1 done"),
+        ([job("eval", "preflight", complete=True, succeeded=1)], [preflight_pod(None, 0)], "Converting", ["convert", "shard"],
+         ("True", "Passed", "storage and data checked"), "starting convert"),
+        ([job("eval", "preflight", complete=True, succeeded=1)], [preflight_pod(WARNING, 0)], "Converting", ["convert", "shard"],
+         ("True", "Passed", WARNING), "starting convert"),
+        ([job("eval", "preflight", failed=True, reason="PodFailurePolicy")], [preflight_pod(PROBLEM + "\n" + WARNING, 2)], "Failed", [],
+         ("False", "ProblemsFound", f"{PROBLEM}; {WARNING}"), f"preflight found problems: {PROBLEM}; {WARNING}; fix them"),
+        ([job("eval", "preflight", failed=True, reason="BackoffLimitExceeded")], [], "Failed", [],
+         ("False", "ProblemsFound", "BackoffLimitExceeded: see `kubectl logs job/eval-preflight`"), "preflight found problems"),
+    ],
+)  # fmt: skip
+def test_preflight_comes_first_and_is_reported_as_a_condition(jobs, pods, phase, create, preflight, ready_message):
+    outcome = state.derive(CLUSTER_PLAN, jobs, None, NOW, 1, seen=state.Seen(pods=tuple(pods)))
+    status = outcome.status.dump()
+    assert (status["phase"], [s.name for s in outcome.create]) == (phase, create)
+    conditions = {c["type"]: c for c in status["conditions"]}
+    got = conditions.get("Preflight")
+    assert (got and (got["status"], got["reason"], got["message"])) == (preflight or None)
+    assert status["message"].startswith(ready_message), status["message"]
+
+
+def test_convert_and_shard_wait_for_the_preflight():
+    assert [(s.name, s.after) for s in CLUSTER_PLAN.steps[:3]] == [("preflight", ()), ("convert", ("preflight",)), ("shard", ("preflight",))]
+    assert CLUSTER_PLAN.steps[0].command[:2] == ["pnas-eval", "preflight"]
+    assert "--summary-file" in CLUSTER_PLAN.steps[0].command

@@ -66,6 +66,20 @@ class StageParams(BaseModel):
         return ["pnas-eval", self.STAGE, *self.argv()]
 
 
+class PreflightParams(StageParams):
+    """Check, read-only, what the run reads: the outputs' bucket, the images, the labels, the weights."""
+
+    STAGE = "preflight"
+    ENTRY = "pnas_jobs.stages.preflight:main"
+
+    images: str = from_spec(DatasetSpec, "images")
+    labels: str = from_spec(DatasetSpec, "labels")
+    limit: int = from_spec(DatasetSpec, "limit")
+    shards: int = from_spec(DatasetSpec, "shards")
+    weights: str = from_spec(ModelSpec, "weights")
+    summary_file: str | None = Field(None, description="also write the findings here (one per line): a pod's termination log")
+
+
 class ConvertParams(StageParams):
     """weights -> ONNX (-> Ascend .om per batch size), checked against PyTorch."""
 
@@ -148,7 +162,7 @@ class CleanupParams(StageParams):
 
 
 STAGES: dict[str, type[StageParams]] = {
-    p.STAGE: p for p in (ConvertParams, ShardParams, InferParams, AggregateParams, CleanupParams)
+    p.STAGE: p for p in (PreflightParams, ConvertParams, ShardParams, InferParams, AggregateParams, CleanupParams)
 }
 
 

@@ -12,12 +12,12 @@ An indexed step runs once per shard; its index comes from `JOB_COMPLETION_INDEX`
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from pnas_jobs import layout
 from pnas_jobs.accelerators import Placement, ascend_node
 from pnas_jobs.backends import registry
-from pnas_jobs.params import AggregateParams, CleanupParams, ConvertParams, InferParams, ShardParams, StageParams
+from pnas_jobs.params import AggregateParams, CleanupParams, ConvertParams, InferParams, PreflightParams, ShardParams, StageParams
 from pnas_jobs.spec import PnasEval, PnasEvalSpec, SpecError
 from pnas_jobs.status import Phase
 from pnas_jobs.storage import StorageSettings
@@ -154,6 +154,20 @@ def _infer(spec: PnasEvalSpec, root: str, force: bool, batch_size: int, after: t
     )
 
 
+def _preflight(spec: PnasEvalSpec, root: str, summary_file: str | None) -> Step:
+    dataset = spec.dataset
+    params = PreflightParams(
+        root=root,
+        images=dataset.images,
+        labels=dataset.labels,
+        limit=dataset.limit,
+        shards=dataset.shards,
+        weights=spec.model.weights,
+        summary_file=summary_file,
+    )
+    return Step("preflight", params)
+
+
 def _aggregate(spec: PnasEvalSpec, root: str, after: tuple[str, ...], summary_file: str | None) -> Step:
     params = AggregateParams(
         root=root,
@@ -166,12 +180,17 @@ def _aggregate(spec: PnasEvalSpec, root: str, after: tuple[str, ...], summary_fi
     return Step("aggregate", params, after=after)
 
 
-def make_plan(pnaseval: PnasEval, storage_uri: str, force: bool = False, summary_file: str | None = None) -> Plan:
+def make_plan(
+    pnaseval: PnasEval, storage_uri: str, force: bool = False, summary_file: str | None = None, preflight: bool = False
+) -> Plan:
     """The steps of one evaluation. `force` redoes finished work; `summary_file` is where the
-    aggregate leaves the run's summary (a pod's termination log on a cluster)."""
+    aggregate (and the preflight) leave their summary (a pod's termination log on a cluster);
+    `preflight` puts the storage and data checks first, before convert and shard (a cluster's plan)."""
     spec, meta = pnaseval.spec, pnaseval.metadata
     root = layout.root(storage_uri, meta.namespace, meta.name)
     steps = [_convert(spec, root, force), _shard(spec, root, force)]
+    if preflight:
+        steps = [_preflight(spec, root, summary_file), *(replace(s, after=("preflight",)) for s in steps)]
     previous: tuple[str, ...] = ("convert", "shard")
     for batch_size in spec.inference.batch_sizes:
         steps.append(_infer(spec, root, force, batch_size, previous))
@@ -194,7 +213,7 @@ def cluster_plan(pnaseval: PnasEval, source: str, summary_file: str | None = Non
     problems = cluster_problems(pnaseval)
     if problems:
         raise SpecError(problems, source)
-    return make_plan(pnaseval, pnaseval.spec.storage.uri, summary_file=summary_file)
+    return make_plan(pnaseval, pnaseval.spec.storage.uri, summary_file=summary_file, preflight=True)
 
 
 def cluster_problems(pnaseval: PnasEval) -> list[str]:

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pnas_jobs import dataset
 from pnas_jobs.errors import UserError
-from pnas_jobs.spec import PnasEvalSpec
+from pnas_jobs.spec import DatasetSpec, PnasEvalSpec
 from pnas_jobs.storage import StorageError, StorageSettings, is_s3, open_object, open_store
 
 Level = Literal["ok", "warning", "problem", "unreachable"]
@@ -29,6 +29,10 @@ class Finding:
         mark = {"ok": "ok", "warning": "warning", "problem": "PROBLEM", "unreachable": "UNREACHABLE"}[self.level]
         return f"{mark:<11} {self.check}: {self.detail}" + (f"\n            fix: {self.fix}" if self.fix else "")
 
+    def brief(self) -> str:
+        """One line, for a condition's message: `problem: dataset: images: ... (fix: ...)`."""
+        return f"{self.level}: {self.check}: {self.detail}" + (f" (fix: {self.fix})" if self.fix else "")
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -43,8 +47,7 @@ def _storage_failure(check: str, error: StorageError, fix: str) -> Finding:
     return Finding(check, "problem" if error.permanent else "unreachable", str(error), fix if error.permanent else "")
 
 
-def check_output(spec: PnasEvalSpec, settings: StorageSettings) -> Finding:
-    uri = spec.storage.uri
+def check_output(uri: str | None, settings: StorageSettings) -> Finding:
     if not uri:
         return Finding("storage: outputs", "ok", "local run: outputs go to --workdir")
     try:
@@ -56,9 +59,8 @@ def check_output(spec: PnasEvalSpec, settings: StorageSettings) -> Finding:
     return Finding("storage: outputs", "ok", f"{uri} reachable")
 
 
-def check_data(spec: PnasEvalSpec, settings: StorageSettings) -> list[Finding]:
-    """Images under the prefix, labels that parse and name them."""
-    data = spec.dataset
+def check_data(data: DatasetSpec, settings: StorageSettings) -> list[Finding]:
+    """Images under the prefix, labels that parse and name them (`data`: what the run reads, as in spec.dataset)."""
     try:
         found = dataset.load(data.images, data.labels, data.limit, settings)
     except StorageError as error:
@@ -79,8 +81,7 @@ def check_data(spec: PnasEvalSpec, settings: StorageSettings) -> list[Finding]:
     return findings
 
 
-def check_weights(spec: PnasEvalSpec, settings: StorageSettings) -> Finding:
-    weights = spec.model.weights
+def check_weights(weights: str, settings: StorageSettings) -> Finding:
     if weights in ("timm", "random"):
         detail = "random weights (a pipeline check, not an evaluation)" if weights == "random" else "pretrained from the hub (needs network)"
         return Finding("model: weights", "warning" if weights == "random" else "ok", detail)
@@ -102,4 +103,4 @@ def run_checks(spec: PnasEvalSpec, settings: StorageSettings | None = None) -> l
     if any(is_s3(u or "") for u in (spec.storage.uri, spec.dataset.images, spec.dataset.labels, spec.model.weights)):
         if not settings.endpoint:
             return [Finding("storage: endpoint", "problem", "s3:// locations but no endpoint", "set spec.storage.endpoint (host:port)")]
-    return [check_output(spec, settings), *check_data(spec, settings), check_weights(spec, settings)]
+    return [check_output(spec.storage.uri, settings), *check_data(spec.dataset, settings), check_weights(spec.model.weights, settings)]

@@ -26,6 +26,7 @@ TERMINAL = (Phase.SUCCEEDED, Phase.FAILED)
 
 class ConditionType(StrEnum):
     READY = "Ready"  # the run as a whole: True succeeded, False failed, Unknown running
+    PREFLIGHT = "Preflight"  # storage and data checked first: True passed, False problems found (with their fixes)
     # one "<Step>Done" condition per step of the plan: see step_condition_type
     QUEUED = "Queued"  # True while a stage's Job is held suspended by a queue (Kueue): waiting, not stuck
     STALLED = "Stalled"  # True while a stage's pods cannot start (unschedulable, image pull, config, admission)
@@ -36,6 +37,9 @@ class Reason(StrEnum):
     """Reasons of conditions and Events that the operator sets itself (a Job's own reasons pass through)."""
 
     INVALID_SPEC = "InvalidSpec"
+    PREFLIGHT_RUNNING = "Checking"
+    PREFLIGHT_PASSED = "Passed"
+    PREFLIGHT_PROBLEMS = "ProblemsFound"
     JOB_REJECTED = "JobRejected"
     API_ERROR = "ApiError"  # a call failed (5xx, 429, timeout): retried with backoff
     QUOTA_EXCEEDED = "QuotaExceeded"  # 403 from a ResourceQuota: retried until it frees up

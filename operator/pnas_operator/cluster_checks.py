@@ -5,6 +5,7 @@ change that fixes it. Reading the cluster is kube.py's job; here only the snapsh
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from pnas_jobs.accelerators import ACCELERATOR_LABEL, CHIP_LABEL
@@ -17,6 +18,10 @@ from pnas_operator import pod_security
 PSS_ENFORCE = "pod-security.kubernetes.io/enforce"
 OPERATOR_LABELS = {"app.kubernetes.io/part-of": "pnas-eval", "app.kubernetes.io/component": "operator"}
 VOLCANO = "volcano"
+# the device plugin's Go flag: `-volcanoType`, `-volcanoType=true` (strconv.ParseBool); mind-cluster's yaml
+# passes it inside one `bash -c` string: args ["device-plugin -volcanoType=true -presetVirtualDevice=true ..."]
+VOLCANO_FLAG = re.compile(r"(?:^|\s)--?volcanoType(?:=(\S*))?(?=\s|$)")
+GO_TRUE = {"1", "t", "T", "true", "TRUE", "True"}
 
 
 @dataclass
@@ -54,8 +59,30 @@ def watches(deployment: dict, namespace: str) -> bool:
     return namespace in {n for value in named for n in value.split(",")} if named else True
 
 
+def volcano_mode(daemonset: dict) -> bool:
+    """Whether a device plugin DaemonSet runs with -volcanoType set (the last one given wins, as in Go)."""
+    values = VOLCANO_FLAG.findall(" ".join(_command(daemonset)))
+    return bool(values) and (values[-1] == "" or values[-1] in GO_TRUE)
+
+
+def _not_checked(snapshot: ClusterSnapshot, resource: str, check: str) -> Finding | None:
+    if resource in snapshot.forbidden:
+        return Finding(check, "warning", f"not allowed to read {resource}: not checked")
+    return None
+
+
+def check_namespace(snapshot: ClusterSnapshot, namespace: str) -> Finding:
+    if found := _not_checked(snapshot, "namespaces", "namespace"):
+        return found
+    if snapshot.namespace is None:
+        return Finding("namespace", "problem", f"namespace {namespace} does not exist", f"kubectl create namespace {namespace}")
+    return Finding("namespace", "ok", f"{namespace} exists")
+
+
 def check_crd(snapshot: ClusterSnapshot, expected: dict) -> Finding:
     fix = "kubectl apply --server-side -f crds/pnaseval.yaml"
+    if found := _not_checked(snapshot, "customresourcedefinitions", "CRD"):
+        return found
     if snapshot.crd is None:
         return Finding("CRD", "problem", "pnasevals.pnaseval.io is not installed", fix)
     installed = snapshot.crd.get("spec", {}).get("versions", [])
@@ -66,6 +93,8 @@ def check_crd(snapshot: ClusterSnapshot, expected: dict) -> Finding:
 
 
 def check_operator(snapshot: ClusterSnapshot, namespace: str) -> tuple[Finding, dict | None]:
+    if found := _not_checked(snapshot, "deployments", "operator"):
+        return found, None
     running = [d for d in snapshot.operators if (d.get("status") or {}).get("readyReplicas")]
     if not running:
         found = "none is ready" if snapshot.operators else "no operator Deployment found"
@@ -93,6 +122,8 @@ def check_secret(snapshot: ClusterSnapshot, pnaseval: PnasEval) -> Finding:
 
 def check_service_account(snapshot: ClusterSnapshot, operator: dict | None, namespace: str) -> Finding:
     name = (_env(operator, "PNAS_OPERATOR_JOBS_SERVICE_ACCOUNT") if operator else None) or "pnas-eval-jobs"
+    if found := _not_checked(snapshot, "serviceaccounts", "Jobs' ServiceAccount"):
+        return found
     if name in snapshot.service_accounts:
         return Finding("Jobs' ServiceAccount", "ok", f"{name} exists in {namespace}")
     return Finding("Jobs' ServiceAccount", "problem", f"{name} does not exist in {namespace}",
@@ -146,10 +177,16 @@ def check_nodes(snapshot: ClusterSnapshot, pnaseval: PnasEval, plan: Plan) -> li
         taint = next(t for t in blocked[0]["spec"]["taints"] if not tolerates(tolerations, t))
         findings.append(Finding("nodes: taints", "problem", f"every matching node has a taint the pods do not tolerate "
                                 f"({taint.get('key')}={taint.get('value', '')}:{taint.get('effect')})",
-                                f"add to spec.inference.tolerations: {{key: {taint.get('key')}, operator: Exists, effect: {taint.get('effect')}}}"))  # fmt: skip
+                                f"set spec.inference.tolerations: {_flow([*tolerations, {'key': taint.get('key'), 'operator': 'Exists', 'effect': taint.get('effect')}])}"
+                                " (it replaces the default ones)"))  # fmt: skip
     else:
         findings.append(Finding("nodes: taints", "ok", f"{len(matching) - len(blocked)} of {len(matching)} matching nodes admit the pods"))
     return findings
+
+
+def _flow(items: list[dict]) -> str:
+    """[{key: a, operator: Exists}]: a list of mappings as YAML flow style, for a fix to paste."""
+    return "[" + ", ".join("{" + ", ".join(f"{k}: {v}" for k, v in item.items()) + "}" for item in items) + "]"
 
 
 def _no_matching_node(snapshot: ClusterSnapshot, pnaseval: PnasEval, selector: dict) -> Finding:
@@ -166,6 +203,8 @@ def _no_matching_node(snapshot: ClusterSnapshot, pnaseval: PnasEval, selector: d
 
 
 def check_pod_security(snapshot: ClusterSnapshot, jobs: list[dict], namespace: str) -> Finding:
+    if found := _not_checked(snapshot, "namespaces", "Pod Security"):
+        return found
     level = ((snapshot.namespace or {}).get("metadata", {}).get("labels") or {}).get(PSS_ENFORCE, "privileged")
     refused = {j["metadata"]["name"]: v for j in jobs if (v := pod_security.violations(j["spec"]["template"]["spec"], level))}
     if refused:
@@ -179,7 +218,9 @@ def check_scheduling(snapshot: ClusterSnapshot, pnaseval: PnasEval) -> list[Find
     scheduling, namespace = pnaseval.spec.scheduling, pnaseval.metadata.namespace
     findings = []
     if scheduling.queue_name:
-        if snapshot.local_queues is None:
+        if found := _not_checked(snapshot, "localqueues", "Kueue"):
+            findings.append(found)
+        elif snapshot.local_queues is None:
             findings.append(Finding("Kueue", "problem", "spec.scheduling.queueName is set but Kueue is not installed "
                                     "(no localqueues.kueue.x-k8s.io)", "install Kueue, or remove spec.scheduling.queueName"))  # fmt: skip
         elif scheduling.queue_name not in snapshot.local_queues:
@@ -188,15 +229,31 @@ def check_scheduling(snapshot: ClusterSnapshot, pnaseval: PnasEval) -> list[Find
                                     f"kubectl get localqueues -n {namespace}; set spec.scheduling.queueName to one of them"))  # fmt: skip
         else:
             findings.append(Finding("Kueue", "ok", f"LocalQueue {scheduling.queue_name} exists"))
-    if scheduling.scheduler_name == VOLCANO and not snapshot.volcano:
+    if scheduling.scheduler_name == VOLCANO and (found := _not_checked(snapshot, "podgroups", "Volcano")):
+        findings.append(found)
+    elif scheduling.scheduler_name == VOLCANO and not snapshot.volcano:
         findings.append(Finding("Volcano", "problem", "spec.scheduling.schedulerName is volcano but Volcano is not installed",
                                 "install Volcano, or remove spec.scheduling.schedulerName"))  # fmt: skip
-    npu = registry.get(pnaseval.spec.inference.backend).image == "ascend"
-    volcano_plugin = any("-volcanoType=true" in _command(d) or "--volcanoType=true" in _command(d) for d in snapshot.device_plugins)
-    if npu and volcano_plugin and scheduling.scheduler_name != VOLCANO:
-        findings.append(Finding("device plugin", "problem", "the Ascend device plugin runs in Volcano mode (-volcanoType=true): "
-                                "NPU pods not placed by Volcano fail at allocation", "set spec.scheduling.schedulerName: volcano"))  # fmt: skip
+    elif scheduling.scheduler_name == VOLCANO:
+        findings.append(Finding("Volcano", "ok", "Volcano is installed (PodGroups served)"))
     return findings
+
+
+def check_device_plugin(snapshot: ClusterSnapshot, pnaseval: PnasEval) -> list[Finding]:
+    """The Ascend device plugin's mode against the spec: in Volcano mode it allocates only pods Volcano placed."""
+    if registry.get(pnaseval.spec.inference.backend).image != "ascend":
+        return []
+    if found := _not_checked(snapshot, "daemonsets", "device plugin"):
+        return [found]
+    if not snapshot.device_plugins:
+        return [Finding("device plugin", "warning", "no ascend-device-plugin DaemonSet found: its mode is not checked")]
+    by_volcano = pnaseval.spec.scheduling.scheduler_name == VOLCANO
+    if any(volcano_mode(d) for d in snapshot.device_plugins):
+        if by_volcano:
+            return [Finding("device plugin", "ok", "Volcano mode (-volcanoType=true), and the spec asks for Volcano")]
+        return [Finding("device plugin", "problem", "the Ascend device plugin runs in Volcano mode (-volcanoType=true): "
+                        "NPU pods not placed by Volcano fail at allocation", "set spec.scheduling.schedulerName: volcano")]  # fmt: skip
+    return [Finding("device plugin", "ok", "the Ascend device plugin allocates on its own (no -volcanoType)")]
 
 
 def cluster_findings(snapshot: ClusterSnapshot, pnaseval: PnasEval, plan: Plan, jobs: list[dict], expected_crd: dict) -> list[Finding]:
@@ -204,6 +261,7 @@ def cluster_findings(snapshot: ClusterSnapshot, pnaseval: PnasEval, plan: Plan, 
     namespace = pnaseval.metadata.namespace
     operator_finding, operator = check_operator(snapshot, namespace)
     return [
+        check_namespace(snapshot, namespace),
         check_crd(snapshot, expected_crd),
         operator_finding,
         check_secret(snapshot, pnaseval),
@@ -211,4 +269,5 @@ def cluster_findings(snapshot: ClusterSnapshot, pnaseval: PnasEval, plan: Plan, 
         *check_nodes(snapshot, pnaseval, plan),
         check_pod_security(snapshot, jobs, namespace),
         *check_scheduling(snapshot, pnaseval),
+        *check_device_plugin(snapshot, pnaseval),
     ]

@@ -133,3 +133,87 @@ def patch_status(namespace: str, name: str, status: dict) -> None:
         f"writing the status of {name}", "patch", "pnasevals/status",
         custom.patch_namespaced_custom_object_status, API_GROUP, API_VERSION, namespace, PLURAL, name, {"status": status},
     )  # fmt: skip
+
+
+# ---- read-only views for `pnas-eval doctor` (never a Secret's values: only its key names) ----
+
+KUEUE_GROUP, KUEUE_VERSIONS = "kueue.x-k8s.io", ("v1beta2", "v1beta1")  # v1beta2 from Kueue 0.15, v1beta1 up to 0.14
+VOLCANO_GROUP, VOLCANO_VERSION = "scheduling.volcano.sh", "v1beta1"  # Volcano's PodGroup kind
+# mind-cluster's build/ascendplugin*.yaml: DaemonSets named ascend-device-plugin*, pods labelled name=ascend-device-plugin-ds
+DEVICE_PLUGIN_NAME, DEVICE_PLUGIN_POD_LABEL = "ascend-device-plugin", ("name", "ascend-device-plugin-ds")
+
+
+@cache
+def _readers():
+    from kubernetes import client
+
+    *_, api = _clients()
+    return client.AppsV1Api(api), client.ApiextensionsV1Api(api)
+
+
+def _plain(item) -> dict:
+    *_, api = _clients()
+    return api.sanitize_for_serialization(item)
+
+
+def _read(snapshot, what: str, resource: str, fn, *args, **kwargs):
+    """A read for the doctor: None when it does not exist (404) or may not be read (403, noted in
+    `snapshot.forbidden`); any other failure is raised (the API server could not be asked)."""
+    try:
+        return _call(what, "get", resource, fn, *args, **kwargs)
+    except ApiError as error:
+        if error.status == 403:
+            snapshot.forbidden.add(resource)
+        elif error.status != 404:
+            raise
+    return None
+
+
+def cluster_snapshot(namespace: str, secret: str, crd_name: str, operator_labels: dict[str, str]):
+    """What `pnas-eval doctor` judges, read from the cluster (cluster_checks.ClusterSnapshot).
+    ApiError when the API server does not answer or refuses the caller altogether (401)."""
+    from pnas_operator.cluster_checks import ClusterSnapshot
+
+    try:
+        _, core, custom, _ = _clients()
+        apps, extensions = _readers()
+    except Exception as error:  # no kubeconfig and no in-cluster account: nothing to ask
+        raise ApiError("loading the kubeconfig", 0, clip(str(error), 200)) from None
+    s = ClusterSnapshot()
+    found = _read(s, f"reading Namespace {namespace}", "namespaces", core.read_namespace, namespace)
+    s.namespace = _plain(found) if found else None
+    found = _read(s, f"reading CRD {crd_name}", "customresourcedefinitions", extensions.read_custom_resource_definition, crd_name)
+    s.crd = _plain(found) if found else None
+    selector = ",".join(f"{k}={v}" for k, v in operator_labels.items())
+    found = _read(s, "listing operator Deployments", "deployments", apps.list_deployment_for_all_namespaces, label_selector=selector)
+    s.operators = [d for d in map(_plain, found.items if found else []) if operator_labels.items() <= (d["metadata"].get("labels") or {}).items()]
+    found = _read(s, f"reading Secret {secret}", "secrets", core.read_namespaced_secret, secret, namespace)
+    s.secret_keys = set(found.data or {}) if found else None  # the key names only
+    found = _read(s, "listing ServiceAccounts", "serviceaccounts", core.list_namespaced_service_account, namespace)
+    s.service_accounts = {a.metadata.name for a in found.items} if found else set()
+    found = _read(s, "listing Nodes", "nodes", core.list_node)
+    s.nodes = [_plain(n) for n in found.items] if found else []
+    s.local_queues = _local_queues(s, custom, namespace)
+    s.volcano = _read(s, "looking for Volcano", "podgroups", custom.list_namespaced_custom_object,
+                      VOLCANO_GROUP, VOLCANO_VERSION, namespace, "podgroups", limit=1) is not None  # fmt: skip
+    found = _read(s, "listing DaemonSets", "daemonsets", apps.list_daemon_set_for_all_namespaces)
+    s.device_plugins = [d for d in map(_plain, found.items if found else []) if _is_device_plugin(d)]
+    return s
+
+
+def _local_queues(snapshot, custom, namespace: str) -> set[str] | None:
+    """Names of Kueue's LocalQueues in the namespace; None when no Kueue version serves the kind."""
+    for version in KUEUE_VERSIONS:
+        found = _read(snapshot, "listing Kueue LocalQueues", "localqueues", custom.list_namespaced_custom_object,
+                      KUEUE_GROUP, version, namespace, "localqueues")  # fmt: skip
+        if found is not None:
+            return {q["metadata"]["name"] for q in found.get("items", [])}
+        if "localqueues" in snapshot.forbidden:
+            return None
+    return None
+
+
+def _is_device_plugin(daemonset: dict) -> bool:
+    labels = ((daemonset.get("spec") or {}).get("template", {}).get("metadata") or {}).get("labels") or {}
+    key, value = DEVICE_PLUGIN_POD_LABEL
+    return daemonset["metadata"]["name"].startswith(DEVICE_PLUGIN_NAME) or labels.get(key) == value

@@ -41,6 +41,7 @@ class PodView:
     started: bool  # running or ended: the pod got past scheduling and container creation
     problem: tuple[str, str] | None  # (reason, message) that keeps it from starting
     summary: str | None  # termination message of a container that exited 0
+    message: str | None = None  # termination message of a container that ended, whatever its exit code
 
 
 def job_of(pod: dict) -> str:
@@ -70,7 +71,9 @@ def pod_view(pod: dict) -> PodView:
         ),
         None,
     )
-    return PodView(pod["metadata"]["name"], job_of(pod), started, None if started else problem, summary)
+    ended = [t for t in ((c.get("state") or {}).get("terminated") or {} for c in containers) if t.get("message")]
+    message = ended[0]["message"] if ended else None
+    return PodView(pod["metadata"]["name"], job_of(pod), started, None if started else problem, summary, message)
 
 
 def queued(job: dict) -> bool:

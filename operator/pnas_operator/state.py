@@ -175,6 +175,9 @@ def derive(
     queued_ = _queued(plan, views, {j["metadata"]["name"]: j for j in jobs})
     stall = _stall(plan, views, seen)
     phase, message = _phase(plan, views, failed, summary)
+    preflight = _preflight(plan, views, seen)
+    if failed and failed[0].stage == "preflight" and preflight:
+        message = f"preflight found problems: {preflight[2]}; fix them, then delete and re-create the PnasEval"
     reason = phase.value
     if stall and phase not in TERMINAL:
         message = stall[1]
@@ -201,6 +204,8 @@ def derive(
         else [],
     )
     status.conditions = _conditions(plan, views, previous, (phase, reason, message), queued_, stall, now, generation)
+    if preflight:
+        status.conditions.insert(1, condition(previous, ConditionType.PREFLIGHT, *preflight, now, generation))
     events += _problem_events(previous, queued_, stall)
     return Outcome(status, [] if phase in TERMINAL else list(decision.start), events)
 
@@ -222,6 +227,22 @@ def _conditions(plan: Plan, views: dict, previous: dict, run: tuple[Phase, str, 
         ),
         *(c for c in problems if c is not None),
     ]
+
+
+def _preflight(plan: Plan, views: dict, seen: Seen) -> tuple[bool | None, str, str] | None:
+    """The Preflight condition (ok, reason, message) once the preflight step has a Job: its findings
+    are what its pod left as termination message (warnings when it passed, problems when it failed)."""
+    step = next((s for s in plan.steps if s.stage == "preflight"), None)
+    v = views[step.name] if step else None
+    if v is None:
+        return None
+    left = [p.message for p in seen.pods if p.job == v.name and p.message]
+    findings = left[-1].strip().replace("\n", "; ") if left else ""
+    if v.phase == StagePhase.RUNNING:
+        return None, Reason.PREFLIGHT_RUNNING, "checking storage and data"
+    if v.phase == StagePhase.SUCCEEDED:
+        return True, Reason.PREFLIGHT_PASSED, findings or "storage and data checked"
+    return False, Reason.PREFLIGHT_PROBLEMS, findings or f"{v.reason or 'Failed'}: see `kubectl logs job/{v.name}`"
 
 
 def _running(plan: Plan, views: dict) -> list[Step]:

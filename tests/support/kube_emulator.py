@@ -17,6 +17,7 @@ import time
 import uuid
 import tempfile
 import threading
+import types
 
 import aiohttp.web
 import jsonpatch
@@ -124,6 +125,10 @@ class PatchedEmulator(kmock.KubernetesEmulator):
     9. Faults (see Fault) are answered before anything else, and every request is logged with its
        client's User-Agent (`log`: (time, method, path, user agent)) so that a test or a benchmark
        can count what one client asked.
+    10. Namespace objects: kmock's path parser takes /api/v1/namespaces/<name> for the prefix of
+       namespaced objects, so it cannot serve them. They are served here (`namespaces`), as
+       kube-apiserver serves that cluster-scoped kind: get, list, create (201; 409 AlreadyExists),
+       merge patch, delete; a missing one is a 404 NotFound Status.
     """
 
     def __attrs_post_init__(self):
@@ -134,6 +139,7 @@ class PatchedEmulator(kmock.KubernetesEmulator):
         self.faults: list[Fault] = []
         self.log: list[tuple[float, str, str, str]] = []
         self.created: dict[tuple[str, str, str], float] = {}  # (plural, namespace, name) -> when (monotonic)
+        self.namespaces: dict[str, dict] = {}
 
     def inject(self, method: str, path: str, **kwargs) -> Fault:
         fault = Fault(method, path, **kwargs)
@@ -154,12 +160,46 @@ class PatchedEmulator(kmock.KubernetesEmulator):
             if fault.hang:
                 await asyncio.sleep(fault.hang)
             return fault.response()
+        namespace_path = re.fullmatch(r'/api/v1/namespaces(?:/([^/]+))?/?', raw_request.path)
+        if namespace_path and raw_request.query.get('watch') not in ('true', 'True', '1'):
+            return await self._namespace(raw_request, namespace_path.group(1))
         if raw_request.query.get('watch') in ('True', '1'):
             raw_request = raw_request.clone(rel_url=raw_request.rel_url.update_query(watch='true'))
         response = await super().__call__(raw_request)
         if raw_request.method == 'POST' and response.status == 200 and not response.prepared:
             response.set_status(201)
         return response
+
+    async def _namespace(self, raw_request, name: str | None) -> aiohttp.web.Response:
+        """Namespace objects (see 10 above)."""
+        def status(code: int, reason: str, message: str) -> aiohttp.web.Response:
+            body = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message,
+                    "reason": reason, "code": code}  # fmt: skip
+            return aiohttp.web.json_response(body, status=code)
+
+        method = raw_request.method
+        if name is None and method == 'GET':
+            items = [ns for ns in self.namespaces.values() if selected(types.SimpleNamespace(params=dict(raw_request.query)), ns)]
+            return aiohttp.web.json_response({"apiVersion": "v1", "kind": "NamespaceList",
+                                              "metadata": {"resourceVersion": str(self._rv_committed)}, "items": items})
+        if name is None and method == 'POST':
+            body = await raw_request.json()
+            name = body["metadata"]["name"]
+            if name in self.namespaces:
+                return status(409, "AlreadyExists", f'namespaces "{name}" already exists')
+            body["metadata"].update(uid=str(uuid.uuid4()), resourceVersion=str(next(self._rv_counter)),
+                                    creationTimestamp=datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ'))
+            body.update(apiVersion="v1", kind="Namespace", status={"phase": "Active"})
+            self.namespaces[name] = body
+            return aiohttp.web.json_response(body, status=201)
+        if name not in self.namespaces:
+            return status(404, "NotFound", f'namespaces "{name}" not found')
+        if method == 'PATCH':
+            patch = await raw_request.json()
+            self.namespaces[name] = jsonpatch.apply_patch(self.namespaces[name], patch) if isinstance(patch, list) else _merge(self.namespaces[name], patch)
+        elif method == 'DELETE':
+            return aiohttp.web.json_response(self.namespaces.pop(name))
+        return aiohttp.web.json_response(self.namespaces[name])
 
     async def _handle(self, request):
         # NB: no awaits between the rv assignment and kmock's lock acquisition => rv order == lock order.
@@ -237,6 +277,19 @@ class PatchedEmulator(kmock.KubernetesEmulator):
             return
         finally:
             await bus.unmark(marker)
+
+
+def _merge(target: dict, patch: dict) -> dict:
+    """RFC 7386 JSON merge patch."""
+    out = dict(target)
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def _terms(text: str | None) -> list[tuple[str, str, str | None]]:
