@@ -88,7 +88,7 @@ class _Model(BaseModel):
 class Condition(_Model):
     """metav1.Condition."""
 
-    type: str = Field(..., description="Ready, Queued, Stalled, Blocked, or <Step>Done for each step")
+    type: str = Field(..., description=", ".join(ConditionType) + ", or <Step>Done for each step")
     status: Literal["True", "False", "Unknown"] = Field(..., description="True | False | Unknown")
     reason: str = Field(..., description="CamelCase reason")
     message: str = Field("", description="what happened, for people")
