@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pnas_jobs import fidelity
+from pnas_jobs import fidelity, plan
 
 
 def independent(names, deployed, reference, labels, max_drop):
@@ -63,4 +63,4 @@ def test_identical_outputs_agree_fully():
     [(16, 500, 0, (8,)), (10, 500, 5000, (5,)), (3, 500, 48, (0, 1, 2)), (16, 10000, 0, (2, 6, 10, 14)), (4, 1, 0, (2,))],
 )
 def test_the_sample_is_whole_shards_spread_over_the_set(shards, images, limit, sample):
-    assert fidelity.sample_shards(shards, images, limit) == sample
+    assert plan.sample_shards(shards, images, limit) == sample

@@ -4,14 +4,16 @@ Each step carries its stage's typed parameters (params.py), so the command it ru
 and only here; the operator turns a step into a Kubernetes Job and the local runner into processes.
 
     convert ----\\
-                 >-- infer-bs<B1> -- infer-bs<B2> -- ... -- aggregate
-    shard[i] ---/
+                 >-- infer-bs<B1> -- infer-bs<B2> -- ... --\\
+    shard[i] ---/\\                                        >-- aggregate
+                  `-- reference[sampled shards] -----------/   (with spec.fidelity)
 
 Batch sizes run one after another so that their throughput figures do not compete for devices.
 An indexed step runs once per shard; its index comes from `JOB_COMPLETION_INDEX`.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from pnas_jobs import layout
@@ -23,12 +25,13 @@ from pnas_jobs.status import Phase
 from pnas_jobs.storage import StorageSettings
 
 # what the PnasEval's phase says while a stage's step is the first one unfinished
+IMAGENET_VAL = 50_000  # what the planner assumes a full data set holds when no limit says otherwise
 STAGE_PHASES = {"convert": Phase.CONVERTING, "shard": Phase.SHARDING, "infer": Phase.INFERRING, "aggregate": Phase.AGGREGATING}
 
 
 @dataclass(frozen=True)
 class Step:
-    name: str  # convert | shard | infer-bs<B> | aggregate: unique, used in Job names
+    name: str  # convert | shard | infer-bs<B> | reference | aggregate: unique, used in Job names
     params: StageParams  # the stage's parameters; the command is their serialisation
     completions: int = 1
     indexed: bool = False
@@ -67,7 +70,8 @@ class Plan:
         return next(s for s in self.steps if s.name == name)
 
     def infer_steps(self) -> list[Step]:
-        return [s for s in self.steps if s.stage == "infer"]
+        """The batch sizes' inference steps (not the fidelity reference's)."""
+        return [s for s in self.steps if s.stage == "infer" and not s.params.reference]
 
     @property
     def summary_step(self) -> Step:
@@ -89,6 +93,18 @@ def inference_placement(spec: PnasEvalSpec) -> Placement:
             else default.tolerations
         ),
     )
+
+
+def sample_shards(shards: int, images: int, limit: int) -> tuple[int, ...]:
+    """Whole shards spread over the data set, as few as hold about `images` images.
+
+    The planner cannot count the images (it does no I/O): with a limit it knows the total; without
+    one it assumes ImageNet val. The report says how many images were really compared.
+    """
+    total = limit or IMAGENET_VAL
+    per_shard = max(1, total // shards)
+    count = min(shards, max(1, math.ceil(images / per_shard)))
+    return tuple(sorted({int((j + 0.5) * shards / count) for j in range(count)}))
 
 
 def backends_used(spec: PnasEvalSpec) -> list[str]:
@@ -154,7 +170,27 @@ def _infer(spec: PnasEvalSpec, root: str, force: bool, batch_size: int, after: t
     )
 
 
-def _aggregate(spec: PnasEvalSpec, root: str, after: tuple[str, ...], summary_file: str | None) -> Step:
+def _reference(spec: PnasEvalSpec, root: str, force: bool, sample: tuple[int, ...]) -> Step:
+    """The fidelity reference on the sampled shards: one unit per sampled shard, beside the inference steps."""
+    fidelity = spec.fidelity
+    backend = registry.get(fidelity.reference)
+    params = InferParams(
+        root=root,
+        force=force,
+        batch_size=max(spec.inference.batch_sizes),  # fp32: the reference's scores do not depend on it
+        backend=backend.name,
+        device=backend.device(fidelity.device).name,
+        sample=sample,
+        reference=True,
+    )
+    placement = registry.placement(backend.name, fidelity.device, spec.convert.soc_version)
+    return Step(
+        "reference", params, completions=len(sample), indexed=True, after=("convert", "shard"), image=backend.image,
+        placement=placement,
+    )  # fmt: skip
+
+
+def _aggregate(spec: PnasEvalSpec, root: str, after: tuple[str, ...], summary_file: str | None, sample: tuple[int, ...]) -> Step:
     params = AggregateParams(
         root=root,
         labels=spec.dataset.labels,
@@ -162,6 +198,8 @@ def _aggregate(spec: PnasEvalSpec, root: str, after: tuple[str, ...], summary_fi
         shards=spec.dataset.shards,
         limit=spec.dataset.limit,
         summary_file=summary_file,
+        reference_sample=sample,
+        max_top1_drop=spec.fidelity.max_top1_drop if spec.fidelity else None,
     )  # no --force: it always scores what is there
     return Step("aggregate", params, after=after)
 
@@ -176,7 +214,12 @@ def make_plan(pnaseval: PnasEval, storage_uri: str, force: bool = False, summary
     for batch_size in spec.inference.batch_sizes:
         steps.append(_infer(spec, root, force, batch_size, previous))
         previous = (steps[-1].name,)
-    steps.append(_aggregate(spec, root, previous, summary_file))
+    sample: tuple[int, ...] = ()
+    if spec.fidelity:
+        sample = sample_shards(spec.dataset.shards, spec.fidelity.images, spec.dataset.limit)
+        steps.append(_reference(spec, root, force, sample))
+        previous += ("reference",)
+    steps.append(_aggregate(spec, root, previous, summary_file, sample))
     storage = StorageSettings(spec.storage.endpoint, spec.storage.secure, spec.storage.region)
     return Plan(
         meta.name, meta.namespace, root, tuple(steps), spec.dataset.shards, tuple(spec.inference.batch_sizes),
