@@ -1,10 +1,16 @@
 """The fidelity comparison against an independent, plain-Python computation on the same scores."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from pnas_jobs import fidelity, plan
+from builders import tiny, write
+from conftest import run_cli
+from pnas_jobs import fidelity, layout, plan
+from pnas_jobs.report import Report
 
 
 def independent(names, deployed, reference, labels, max_drop):
@@ -64,3 +70,64 @@ def test_identical_outputs_agree_fully():
 )
 def test_the_sample_is_whole_shards_spread_over_the_set(shards, images, limit, sample):
     assert plan.sample_shards(shards, images, limit) == sample
+
+
+# --- end to end: the reference step, the report, the verdict ---------------------------------------
+
+FIDELITY = {"reference": "pytorch", "images": 24}  # with limit 24 on 2 shards: both are sampled
+SMALL = {"limit": 24, "shards": 2}
+
+
+def tar_scores(path) -> dict[str, np.ndarray]:
+    """Each image's scores from an output tar, read with tarfile and numpy alone (not results.py)."""
+    import tarfile
+
+    with tarfile.open(path) as tar:
+        return {
+            m.name[: -len("_0.txt")]: np.array(tar.extractfile(m).read().split(b"\n")[0].split(), dtype=np.float32)
+            for m in tar.getmembers()
+        }
+
+
+def independent_from_tars(run, batch_size: int, shards: int, labels_file, max_drop: float) -> dict:
+    """The fidelity of a run's outputs recomputed from its tars and the labels file."""
+    deployed, reference = {}, {}
+    for index in range(shards):
+        deployed |= tar_scores(run / layout.result_tar(batch_size, index))
+        reference |= tar_scores(run / layout.reference_tar(index))
+    labels = dict(line.split() for line in Path(labels_file).read_text().splitlines())
+    names = sorted(reference)  # the order does not matter to any figure but the list of names
+    got = independent(
+        names, np.stack([deployed[n] for n in names]), np.stack([reference[n] for n in names]),
+        [int(labels[f"{n}.JPEG"]) for n in names], max_drop,
+    )  # fmt: skip
+    return got | {"images": len(names), "disagreements": sorted(got["disagreements"])}
+
+
+def same_figures(report_section: dict, want: dict) -> None:
+    got = {k: report_section[k] for k in want} | {"disagreements": sorted(report_section["disagreements"])}
+    assert {k: v for k, v in got.items() if "AbsDiff" not in k} == {k: v for k, v in want.items() if "AbsDiff" not in k}
+    assert got["maxAbsDiff"] == pytest.approx(want["maxAbsDiff"]) and got["meanAbsDiff"] == pytest.approx(want["meanAbsDiff"])
+
+
+def test_onnxruntime_agrees_fully_with_the_pytorch_reference(sample_set, tmp_path):
+    """The planted-head sample: fp32 against fp32 on the same tensors, so every top-1 is the same."""
+    data = tiny("fid", sample_set["images"], sample_set["labels"], sample_set["planted"].weights, tmp_path / "store",
+                dataset=SMALL, inference={"batchSizes": [1, 4]}, fidelity=FIDELITY)  # fmt: skip
+    result = run_cli("run", str(write(tmp_path / "fid.yaml", data)), "--local", "--workdir", str(tmp_path / "work"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path / "store" / "test" / "fid"
+    report = json.loads((run / layout.REPORT).read_text())
+    for row in report["results"]:
+        section = row["fidelity"]
+        assert (section["top1Agreement"], section["top1Drop"], section["ok"], section["images"]) == (100.0, 0.0, True, 24)
+        assert section["top1"] == section["referenceTop1"] == row["top1"]  # the whole set is the sample here
+        assert (row["top1Agreement"], row["top1Drop"], row["fidelityOk"]) == (100.0, 0.0, True)
+        same_figures(section, independent_from_tars(run, row["batchSize"], 2, sample_set["labels"], 0.1))
+    assert set(report["checks"]) == {"conversionParity", "fidelity"} and report["checks"]["fidelity"]["shards"] == [0, 1]
+    assert "| agreement % | top-1 drop |" in result.stdout and "100.00 |       0.00 |" in result.stdout
+    assert "FIDELITY FAILED" not in result.stderr
+    # the status's share of it still fits a 4 KiB termination message at 16 batch sizes
+    summary = Report.model_validate(report).summary()
+    worst = max(len(r.model_dump_json(by_alias=True, exclude_none=True)) for r in summary.results)
+    assert worst > 100 and 16 * (worst + 2) + 40 < 4096
