@@ -131,3 +131,56 @@ def test_onnxruntime_agrees_fully_with_the_pytorch_reference(sample_set, tmp_pat
     summary = Report.model_validate(report).summary()
     worst = max(len(r.model_dump_json(by_alias=True, exclude_none=True)) for r in summary.results)
     assert worst > 100 and 16 * (worst + 2) + 40 < 4096
+
+
+def plant_near_ties(sample_set, weights: Path, runner_up: float):
+    """The sample set's images with a head under which every first-ranked label has a runner-up
+    `runner_up` points below it: fp32 keeps them apart, float16 (ulp 2**-7 near the label's score
+    of 10) may not."""
+    from builders import TINY_MODEL
+    from pnas_jobs import demo, transform
+
+    labels = {n[: -len(".JPEG")]: int(c) for n, c in (line.split() for line in sample_set["labels"].read_text().splitlines())}
+    names, config = sorted(labels), transform.resolve(TINY_MODEL)
+    crops = demo.crops_of(sample_set["images"], names, config)
+    return demo.plant_head(TINY_MODEL, crops, names, labels, demo.default_ranks(names), weights, config, runner_up=runner_up)
+
+
+@pytest.fixture(scope="module")
+def float16_run(sample_set, tmp_path_factory):
+    """ais_bench on an .om that the stand-in ATC built at its default precision upstream (force_fp16),
+    against the PyTorch reference, with maxTop1Drop 0."""
+    import os
+
+    from support import fake_atc
+    from test_ais_bench import ASCEND
+
+    root = tmp_path_factory.mktemp("float16")
+    weights = plant_near_ties(sample_set, root / "near-ties.pth", runner_up=0.004).weights
+    fake_atc.install(root / "bin")
+    data = tiny("fp16", sample_set["images"], sample_set["labels"], weights, root / "store", dataset=SMALL,
+                convert={"target": "om"}, inference={"backend": "ais_bench", "device": "npu", "batchSizes": [4]},
+                fidelity=FIDELITY | {"maxTop1Drop": 0.0})  # fmt: skip
+    env = {**ASCEND, "PATH": f"{root / 'bin'}{os.pathsep}{os.environ['PATH']}", "FAKE_ATC_PRECISION": "force_fp16"}
+    result = run_cli("run", str(write(root / "fp16.yaml", data)), "--local", "--workdir", str(root / "work"), env=env)
+    return dict(result=result, run=root / "store" / "test" / "fp16")
+
+
+def test_float16_loses_what_an_independent_computation_says_and_the_verdict_follows_max_drop(float16_run, sample_set):
+    result, run = float16_run["result"], float16_run["run"]
+    assert result.returncode == 0, result.stderr[-3000:]  # a lost-accuracy verdict is a result, not a failure
+    report = json.loads((run / layout.REPORT).read_text())
+    section = report["results"][0]["fidelity"]
+    want = independent_from_tars(run, 4, 2, sample_set["labels"], 0.0)
+    same_figures(section, want)
+    assert want["top1Drop"] > 0 and want["top1Agreement"] < 100, "the near ties were meant to break in float16"
+    assert section["ok"] is False and report["results"][0]["fidelityOk"] is False
+    assert "FIDELITY FAILED: batch sizes [4]" in result.stderr and f"{section['top1Drop']:.2f} FAILED" in result.stdout
+    # which check caught what: convert's parity (PyTorch against the fp32 ONNX) passed; the fidelity did not
+    assert report["checks"]["conversionParity"]["ok"] is True and report["checks"]["fidelity"]["ok"] is False
+    # the same outputs judged with a threshold at the drop: the verdict passes, the figures stay
+    again = run_cli("aggregate", "--root", str(run), "--labels", str(sample_set["labels"]), "--batch-sizes", "4",
+                    "--shards", "2", "--reference-sample", "0,1", "--max-top1-drop", str(want["top1Drop"]))  # fmt: skip
+    assert again.returncode == 0, again.stderr[-2000:]
+    passed = json.loads((run / layout.REPORT).read_text())["results"][0]["fidelity"]
+    assert passed["ok"] is True and {k: v for k, v in passed.items() if k != "ok"} == {k: v for k, v in section.items() if k != "ok"}
