@@ -1,16 +1,26 @@
-"""The fidelity comparison against an independent, plain-Python computation on the same scores."""
+"""The fidelity report: the comparison against an independent, plain-Python computation on the same
+scores; the reference step in the plan and the verdict in the status (pure); and two local runs on the
+planted-head sample: onnxruntime against the PyTorch reference (fp32 both: full agreement), and
+ais_bench on a float16 model. No NPU or CANN here: the .om comes from the stand-in ATC at upstream's
+default precision (force_fp16, see tests/support/fake_atc.py) and runs on the stand-in runtime, so
+what is tested is pnas-eval's side: the sample, the reference's outputs, the figures and the verdict."""
 from __future__ import annotations
 
 import json
+import os
+import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from builders import tiny, write
+from builders import TINY_MODEL, job, planned, pnaseval, tiny, write
 from conftest import run_cli
-from pnas_jobs import fidelity, layout, plan
-from pnas_jobs.report import Report
+from pnas_jobs import demo, fidelity, layout, plan, transform
+from pnas_jobs.report import Report, Summary
+from pnas_operator import state
+from support import fake_atc
+from test_ais_bench import ASCEND
 
 
 def independent(names, deployed, reference, labels, max_drop):
@@ -80,8 +90,6 @@ SMALL = {"limit": 24, "shards": 2}
 
 def tar_scores(path) -> dict[str, np.ndarray]:
     """Each image's scores from an output tar, read with tarfile and numpy alone (not results.py)."""
-    import tarfile
-
     with tarfile.open(path) as tar:
         return {
             m.name[: -len("_0.txt")]: np.array(tar.extractfile(m).read().split(b"\n")[0].split(), dtype=np.float32)
@@ -137,9 +145,6 @@ def plant_near_ties(sample_set, weights: Path, runner_up: float):
     """The sample set's images with a head under which every first-ranked label has a runner-up
     `runner_up` points below it: fp32 keeps them apart, float16 (ulp 2**-7 near the label's score
     of 10) may not."""
-    from builders import TINY_MODEL
-    from pnas_jobs import demo, transform
-
     labels = {n[: -len(".JPEG")]: int(c) for n, c in (line.split() for line in sample_set["labels"].read_text().splitlines())}
     names, config = sorted(labels), transform.resolve(TINY_MODEL)
     crops = demo.crops_of(sample_set["images"], names, config)
@@ -150,11 +155,6 @@ def plant_near_ties(sample_set, weights: Path, runner_up: float):
 def float16_run(sample_set, tmp_path_factory):
     """ais_bench on an .om that the stand-in ATC built at its default precision upstream (force_fp16),
     against the PyTorch reference, with maxTop1Drop 0."""
-    import os
-
-    from support import fake_atc
-    from test_ais_bench import ASCEND
-
     root = tmp_path_factory.mktemp("float16")
     weights = plant_near_ties(sample_set, root / "near-ties.pth", runner_up=0.004).weights
     fake_atc.install(root / "bin")
@@ -184,3 +184,56 @@ def test_float16_loses_what_an_independent_computation_says_and_the_verdict_foll
     assert again.returncode == 0, again.stderr[-2000:]
     passed = json.loads((run / layout.REPORT).read_text())["results"][0]["fidelity"]
     assert passed["ok"] is True and {k: v for k, v in passed.items() if k != "ok"} == {k: v for k, v in section.items() if k != "ok"}
+
+
+# --- the plan and the status: pure -----------------------------------------------------------------
+
+def fidelity_plan(**fidelity_spec):
+    _, made = planned(pnaseval(inference={"batchSizes": [1, 4]}, fidelity={"reference": "pytorch", **fidelity_spec}))
+    return made
+
+
+def test_the_reference_runs_beside_inference_on_the_sample_and_the_aggregate_waits_for_it():
+    made = fidelity_plan(images=500, device="cuda", maxTop1Drop=0.5)
+    reference = made.step("reference")
+    assert [s.name for s in made.steps] == ["convert", "shard", "infer-bs1", "infer-bs4", "reference", "aggregate"]
+    assert reference.after == ("convert", "shard") and made.step("aggregate").after == ("infer-bs4", "reference")
+    # 4 shards of (assumed) 50,000: one shard holds 500 images; the reference runs it, on a GPU node
+    assert (reference.params.sample, reference.completions, reference.indexed) == ((2,), 1, True)
+    assert reference.placement.resources == {"nvidia.com/gpu": 1} and reference.params.device == "cuda"
+    assert [s.name for s in made.infer_steps()] == ["infer-bs1", "infer-bs4"]  # shard counts follow these only
+    aggregate = made.step("aggregate").params
+    assert (aggregate.reference_sample, aggregate.max_top1_drop) == ((2,), 0.5)
+    assert "--reference-sample 2 --max-top1-drop 0.5" in " ".join(made.step("aggregate").command)
+    _, plain = planned(pnaseval())
+    assert "reference" not in [s.name for s in plain.steps] and "--max-top1-drop" not in plain.step("aggregate").command
+
+
+def status_of(made, jobs, summary=None):
+    return state.derive(made, jobs, None, "2026-12-02T10:00:00Z", 1, summary and Summary.model_validate(summary)).status.dump()
+
+
+def test_while_the_reference_runs_the_phase_is_inferring_and_progress_follows_inference():
+    made = fidelity_plan()
+    prep = [job("eval", "convert", complete=True, succeeded=1), job("eval", "shard", complete=True, succeeded=4)]
+    both = status_of(made, prep + [job("eval", "infer-bs1", succeeded=3, active=1), job("eval", "reference", active=1)])
+    assert (both["phase"], both["progress"]) == ("Inferring", "3/4 bs1")
+    inferred = prep + [job("eval", "infer-bs1", complete=True, succeeded=4), job("eval", "infer-bs4", complete=True, succeeded=4)]
+    waiting = status_of(made, inferred + [job("eval", "reference", active=1)])
+    assert (waiting["phase"], waiting["message"], waiting["progress"]) == ("Inferring", "reference: 0/1 done", "4/4 bs4")
+    assert not any(c["type"] == "FidelityOK" for c in waiting["conditions"])
+
+
+def test_a_lost_verdict_is_a_succeeded_run_with_fidelity_ok_false_naming_the_batch_size():
+    made = fidelity_plan(maxTop1Drop=0.1)
+    jobs = [job("eval", s, complete=True, succeeded=1) for s in ("convert", "shard", "infer-bs1", "infer-bs4", "reference", "aggregate")]
+    results = [
+        {"batchSize": 1, "images": 9, "top1": 81.76, "top1Agreement": 99.1, "top1Drop": 1.02, "fidelityOk": False},
+        {"batchSize": 4, "images": 9, "top1": 82.7, "top1Agreement": 99.8, "top1Drop": 0.08, "fidelityOk": True},
+    ]
+    status = status_of(made, jobs, {"results": results})
+    assert status["phase"] == "Succeeded" and status["worstAgreement"] == 99.1
+    assert "accuracy lost against the fidelity reference at bs1" in status["message"]
+    lost = next(c for c in status["conditions"] if c["type"] == "FidelityOK")
+    assert (lost["status"], lost["reason"]) == ("False", "AccuracyLost")
+    assert lost["message"].startswith("bs1: top-1 drop 1.02 points, agreement 99.10%") and "bs4" not in lost["message"]
