@@ -23,6 +23,7 @@ from pnas_jobs import dataset, fidelity, layout, metric, records, results
 from pnas_jobs.errors import UserError
 from pnas_jobs.params import AggregateParams
 from pnas_jobs.report import BatchReport, Report, Timing
+from pnas_jobs.spec import FidelitySpec
 from pnas_jobs.storage import StorageSettings, open_object, open_store
 
 log = logging.getLogger(__name__)
@@ -292,7 +293,7 @@ def main(p: AggregateParams) -> dict:
     data = _dataset_report(shard_records, labels, p.labels, p.limit)
     _check_something_scored(data)
     per_batch, tables = [], {}
-    max_drop = p.max_top1_drop if p.max_top1_drop is not None else 0.0
+    max_drop = p.max_top1_drop if p.max_top1_drop is not None else FidelitySpec.model_fields["max_top1_drop"].default
     with tempfile.TemporaryDirectory(prefix="pnas-aggregate-") as tmp:
         sample = p.reference_sample
         reference = Reference(store, sample, shard_records, _model_shas(convert), Path(tmp)) if sample else None
