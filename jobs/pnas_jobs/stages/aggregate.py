@@ -177,6 +177,11 @@ class Reference:
             raise UserError(f"--reference-sample: shards {outside} are not shards of this run ({len(shard_records)} shards)")
         chosen = [shard_records[i] for i in sample]
         self.names, self.scores, markers = _read_results(store, layout.reference_marker, "the fidelity reference", chosen, models, work)
+        if not self.names:
+            raise UserError(
+                f"the fidelity sample (shards {list(sample)}) holds no usable image: raise spec.fidelity.images "
+                "(see report.json's shards for what failed); nothing was published"
+            )
         self.sample, self.backend = sample, markers[0]["backend"]
         self.device = markers[0]["device"]
         self.seconds = sum(m["seconds"] for m in markers)
