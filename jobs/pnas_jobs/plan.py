@@ -13,7 +13,6 @@ An indexed step runs once per shard; its index comes from `JOB_COMPLETION_INDEX`
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 from pnas_jobs import layout
@@ -103,13 +102,38 @@ def sample_shards(shards: int, images: int, limit: int) -> tuple[int, ...]:
     """
     total = limit or IMAGENET_VAL
     per_shard = max(1, total // shards)
-    count = min(shards, max(1, math.ceil(images / per_shard)))
+    count = min(shards, max(1, -(-images // per_shard)))  # whole shards: round up
     return tuple(sorted({int((j + 0.5) * shards / count) for j in range(count)}))
+
+
+def fidelity_sample(spec: PnasEvalSpec) -> tuple[int, ...]:
+    """The shards the fidelity reference runs on (none without spec.fidelity)."""
+    return sample_shards(spec.dataset.shards, spec.fidelity.images, spec.dataset.limit) if spec.fidelity else ()
 
 
 def backends_used(spec: PnasEvalSpec) -> list[str]:
     """The backends a run uses: its inference backend, and the fidelity reference if any."""
     return [spec.inference.backend, *([spec.fidelity.reference] if spec.fidelity else [])]
+
+
+def _reference(spec: PnasEvalSpec, root: str, force: bool, sample: tuple[int, ...]) -> Step:
+    """The fidelity reference on the sampled shards: one unit per sampled shard, beside the inference steps."""
+    fidelity = spec.fidelity
+    backend = registry.get(fidelity.reference)
+    params = InferParams(
+        root=root,
+        force=force,
+        batch_size=max(spec.inference.batch_sizes),  # fp32: the reference's scores do not depend on it
+        backend=backend.name,
+        device=backend.device(fidelity.device).name,
+        sample=sample,
+        reference=True,
+    )
+    placement = registry.placement(backend.name, fidelity.device, spec.convert.soc_version)
+    return Step(
+        "reference", params, completions=len(sample), indexed=True, after=("convert", "shard"), image=backend.image,
+        placement=placement,
+    )  # fmt: skip
 
 
 def _convert(spec: PnasEvalSpec, root: str, force: bool) -> Step:
@@ -170,27 +194,7 @@ def _infer(spec: PnasEvalSpec, root: str, force: bool, batch_size: int, after: t
     )
 
 
-def _reference(spec: PnasEvalSpec, root: str, force: bool, sample: tuple[int, ...]) -> Step:
-    """The fidelity reference on the sampled shards: one unit per sampled shard, beside the inference steps."""
-    fidelity = spec.fidelity
-    backend = registry.get(fidelity.reference)
-    params = InferParams(
-        root=root,
-        force=force,
-        batch_size=max(spec.inference.batch_sizes),  # fp32: the reference's scores do not depend on it
-        backend=backend.name,
-        device=backend.device(fidelity.device).name,
-        sample=sample,
-        reference=True,
-    )
-    placement = registry.placement(backend.name, fidelity.device, spec.convert.soc_version)
-    return Step(
-        "reference", params, completions=len(sample), indexed=True, after=("convert", "shard"), image=backend.image,
-        placement=placement,
-    )  # fmt: skip
-
-
-def _aggregate(spec: PnasEvalSpec, root: str, after: tuple[str, ...], summary_file: str | None, sample: tuple[int, ...]) -> Step:
+def _aggregate(spec: PnasEvalSpec, root: str, after: tuple[str, ...], summary_file: str | None) -> Step:
     params = AggregateParams(
         root=root,
         labels=spec.dataset.labels,
@@ -198,7 +202,7 @@ def _aggregate(spec: PnasEvalSpec, root: str, after: tuple[str, ...], summary_fi
         shards=spec.dataset.shards,
         limit=spec.dataset.limit,
         summary_file=summary_file,
-        reference_sample=sample,
+        reference_sample=fidelity_sample(spec),
         max_top1_drop=spec.fidelity.max_top1_drop if spec.fidelity else None,
     )  # no --force: it always scores what is there
     return Step("aggregate", params, after=after)
@@ -214,12 +218,10 @@ def make_plan(pnaseval: PnasEval, storage_uri: str, force: bool = False, summary
     for batch_size in spec.inference.batch_sizes:
         steps.append(_infer(spec, root, force, batch_size, previous))
         previous = (steps[-1].name,)
-    sample: tuple[int, ...] = ()
     if spec.fidelity:
-        sample = sample_shards(spec.dataset.shards, spec.fidelity.images, spec.dataset.limit)
-        steps.append(_reference(spec, root, force, sample))
+        steps.append(_reference(spec, root, force, fidelity_sample(spec)))
         previous += ("reference",)
-    steps.append(_aggregate(spec, root, previous, summary_file, sample))
+    steps.append(_aggregate(spec, root, previous, summary_file))
     storage = StorageSettings(spec.storage.endpoint, spec.storage.secure, spec.storage.region)
     return Plan(
         meta.name, meta.namespace, root, tuple(steps), spec.dataset.shards, tuple(spec.inference.batch_sizes),

@@ -203,8 +203,8 @@ def derive(
         worst_agreement=_worst_agreement(summary),
     )
     status.conditions = _conditions(plan, views, previous, (phase, reason, message), queued_, stall, now, generation)
-    status.conditions += _fidelity(plan, summary, previous, now, generation)
     events += _problem_events(previous, queued_, stall)
+    status.conditions += _fidelity(plan, summary, previous, now, generation)
     return Outcome(status, [] if phase in TERMINAL else list(decision.start), events)
 
 
@@ -225,20 +225,6 @@ def _conditions(plan: Plan, views: dict, previous: dict, run: tuple[Phase, str, 
         ),
         *(c for c in problems if c is not None),
     ]
-
-
-def _worst_agreement(summary: Summary | None) -> float | None:
-    agreements = [r.top1_agreement for r in (summary.results if summary else []) if r.top1_agreement is not None]
-    return min(agreements) if agreements else None
-
-
-def _fidelity(plan: Plan, summary: Summary | None, previous: dict, now: str, generation) -> list:
-    """FidelityOK from the summary's verdicts (spec.fidelity); a run that lost accuracy still succeeded."""
-    max_drop = plan.summary_step.params.max_top1_drop
-    if summary is None or max_drop is None:
-        return []
-    made = fidelity_condition(previous, summary.results, max_drop, now, generation)
-    return [made] if made else []
 
 
 def _running(plan: Plan, views: dict) -> list[Step]:
@@ -324,3 +310,17 @@ def _phase(plan: Plan, views: dict, failed: list[Step], summary: Summary | None)
     if v.queued:
         return pending.phase, f"{pending.name}: queued (its Job is suspended until its queue admits it)"
     return pending.phase, f"{pending.name}: {v.succeeded}/{pending.completions} done"
+
+
+def _worst_agreement(summary: Summary | None) -> float | None:
+    agreements = [r.top1_agreement for r in (summary.results if summary else []) if r.top1_agreement is not None]
+    return min(agreements) if agreements else None
+
+
+def _fidelity(plan: Plan, summary: Summary | None, previous: dict, now: str, generation) -> list:
+    """FidelityOK from the summary's verdicts (spec.fidelity); a run that lost accuracy still succeeded."""
+    max_drop = plan.summary_step.params.max_top1_drop
+    if summary is None or max_drop is None:
+        return []
+    made = fidelity_condition(previous, summary.results, max_drop, now, generation)
+    return [made] if made else []
