@@ -10,7 +10,7 @@ import time
 import traceback
 from pathlib import Path
 
-from benchmarks import aggregation, backends, pipeline, planning, preprocess, reactions, threads
+from benchmarks import aggregation, backends, pipeline, planning, preprocess, reactions, reference, threads
 from benchmarks.common import FULL, SMOKE, REPO, Context, Row
 from benchmarks.report import markdown, plot
 
@@ -23,8 +23,9 @@ MODULES = {
     "pipeline": pipeline,
     "threads": threads,
     "backends": backends,
+    "reference": reference,  # reads row 1's figures
 }
-ROW_ORDER = ["1", "2a", "2b", "3", "4a", "4b", "5", "6", "7", "8", "9"]
+ROW_ORDER = ["1", "2a", "2b", "3", "4a", "4b", "5", "6", "7", "8", "9", "10"]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

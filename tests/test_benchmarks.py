@@ -6,7 +6,7 @@ import sys
 
 from conftest import REPO
 
-ROWS = ["1", "2a", "2b", "3", "4a", "4b", "5", "6", "7", "8", "9"]
+ROWS = ["1", "2a", "2b", "3", "4a", "4b", "5", "6", "7", "8", "9", "10"]
 
 
 def test_smoke_run_writes_every_row(tmp_path):

@@ -292,3 +292,24 @@ def test_plan_prints_the_jobs_the_operator_creates(tmp_path, cluster):
     ]  # fmt: skip
     assert all(j["kind"] == "Job" for j in printed)
     assert os.environ.get("MINIO_SECRET_KEY") is None and cluster["s3"].secret_key not in result.stdout
+
+
+def test_fidelity_runs_the_reference_beside_inference_and_shows_the_verdict(cluster):
+    """spec.fidelity: one more Indexed Job (the PyTorch reference on the sampled shard), its verdict in status."""
+    s3 = cluster["s3"]
+    apply(cluster, pnaseval("faithful", s3, batch_sizes=(4,), fidelity={"reference": "pytorch", "images": 8}))
+    body = finished(cluster, "faithful")
+    status = body["status"]
+    assert status["phase"] == "Succeeded", status
+    (result,) = status["results"]
+    assert (result["top1Agreement"], result["top1Drop"], result["fidelityOk"], status["worstAgreement"]) == (100.0, 0.0, True, 100.0)
+    fidelity_ok = next(c for c in status["conditions"] if c["type"] == "FidelityOK")
+    assert (fidelity_ok["status"], fidelity_ok["reason"]) == ("True", "WithinMaxTop1Drop")
+    assert status["progress"] == "3/3 bs4" and [s["name"] for s in status["stages"]][-2:] == ["reference", "aggregate"]
+    assert undeclared(status, crd.definition()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]) == []
+    reference = jobs_of(cluster, "faithful")["faithful-reference"]["spec"]
+    # 3 shards of (assumed) 50,000 images: one whole shard holds the 8 images asked for, the middle one
+    assert (reference["completions"], reference["completionMode"]) == (1, "Indexed")
+    assert "--sample 1 --reference" in " ".join(reference["template"]["spec"]["containers"][0]["command"])
+    report = yaml.safe_load(s3.client().get_object("runs", "cluster/evals/faithful/report.json").read())
+    assert report["results"][0]["fidelity"]["images"] == 8 and report["checks"]["fidelity"]["shards"] == [1]

@@ -107,7 +107,7 @@ def plugin_commands() -> dict[str, type[Command]]:
     for entry in entry_points(group=PLUGINS):
         try:
             found[entry.name] = entry.load()
-        except ImportError as error:  # that package's extra is not installed here
+        except (ImportError, AttributeError) as error:  # that package's extra is not installed here, or another version of it
             log.debug("command %s unavailable: %s", entry.name, error)
     return found
 

@@ -150,6 +150,8 @@ def definition() -> dict:
                         {"name": "Img/s", "type": "number", "jsonPath": ".status.results[0].throughput"},
                         {"name": "Model", "type": "string", "jsonPath": ".spec.model.name", "priority": 1},
                         {"name": "Backend", "type": "string", "jsonPath": ".spec.inference.backend", "priority": 1},
+                        # spec.fidelity: the worst top-1 agreement with the reference (kubectl get pe -o wide)
+                        {"name": "Agreement", "type": "number", "jsonPath": ".status.worstAgreement", "priority": 1},
                         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
                     ],
                     "schema": {

@@ -80,8 +80,12 @@ def plant_head(
     ranks: dict[str, int],
     weights: Path,
     preprocess,
+    runner_up: float = 0.0,
 ) -> Planted:
-    """Save weights (random backbone, solved head) under which each image's label has its rank."""
+    """Save weights (random backbone, solved head) under which each image's label has its rank.
+
+    With `runner_up`, an image whose label ranks first has the class before it that many points
+    below: a near tie that lower precision may break the other way (the fidelity tests)."""
     import timm
     import torch
 
@@ -103,6 +107,8 @@ def plant_head(
         target[row, label] = LABEL_SCORE
         for j in range(ranks[name]):  # decoys above the label push it down to its rank
             target[row, (label + 1 + j) % classes] = LABEL_SCORE + DECOY_STEP * (j + 1)
+        if runner_up and not ranks[name]:  # the class before: argmax keeps the first of equal scores
+            target[row, (label - 1) % classes] = LABEL_SCORE - runner_up
     # centre the features (the random backbone's features share a large common part) and solve
     mean = features.mean(axis=0)
     solution, *_ = np.linalg.lstsq(features - mean, target - target.mean(axis=0), rcond=None)

@@ -4,29 +4,15 @@ The reference (fp32 PyTorch with the run's weights) runs on a sample of whole sh
 batch size the deployed backend's scores for those images are compared with the reference's:
 top-1 and top-5 agreement, both accuracies on the sample and the drop in points, the largest and
 the mean absolute score difference, and the images whose top-1 class differs. Pure numpy.
+Which shards form the sample is the planner's choice (plan.sample_shards).
 """
 from __future__ import annotations
-
-import math
 
 import numpy as np
 
 from pnas_jobs import metric
 
 DISAGREEMENTS_LISTED = 20
-IMAGENET_VAL = 50_000  # what the planner assumes a full data set holds when no limit says otherwise
-
-
-def sample_shards(shards: int, images: int, limit: int) -> tuple[int, ...]:
-    """Whole shards spread over the data set, as few as hold about `images` images.
-
-    The planner cannot count the images (it does no I/O): with a limit it knows the total; without
-    one it assumes ImageNet val. The report says how many images were really compared.
-    """
-    total = limit or IMAGENET_VAL
-    per_shard = max(1, total // shards)
-    count = min(shards, max(1, math.ceil(images / per_shard)))
-    return tuple(sorted({int((j + 0.5) * shards / count) for j in range(count)}))
 
 
 def top5_sets(scores: np.ndarray) -> np.ndarray:

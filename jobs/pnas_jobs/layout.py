@@ -8,6 +8,7 @@
     shards/shard-<i>.json       its record: names, labels, failures, checksum, each image's checksum (written last)
     results/bs<B>/shard-<i>.tar ais_bench TXT files (<stem>_0.txt) of shard i at batch size B
     results/bs<B>/shard-<i>.json  timing and checksum of that tar (written last: the commit marker)
+    results/reference/shard-<i>.tar/.json  the fidelity reference's results of a sampled shard, likewise
     result_bs<B>.json           accuracy in the seed's vision_metric format
     report.json                 everything else: counts, failures, throughput, checksums, timings
 
@@ -45,6 +46,14 @@ def result_tar(batch_size: int, index: int) -> str:
 
 def result_marker(batch_size: int, index: int) -> str:
     return f"results/bs{batch_size}/shard-{index:05d}.json"
+
+
+def reference_tar(index: int) -> str:
+    return f"results/reference/shard-{index:05d}.tar"
+
+
+def reference_marker(index: int) -> str:
+    return f"results/reference/shard-{index:05d}.json"
 
 
 def accuracy_json(batch_size: int) -> str:

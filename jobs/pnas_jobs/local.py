@@ -242,10 +242,31 @@ def format_table(report: Report) -> str:
         )
         for r in report.results
     ]
+    if any(r.fidelity for r in report.results):  # spec.fidelity: agreement with the reference, and the verdict
+        header += ("agreement %", "top-1 drop")
+        rows = [row + _fidelity_cells(r) for row, r in zip(rows, report.results)]
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
     line = lambda cells: "| " + " | ".join(c.rjust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
     rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     return "\n".join([line(header), rule, *map(line, rows)])
+
+
+def _fidelity_cells(result) -> tuple[str, str]:
+    if not result.fidelity:
+        return ("-", "-")
+    return (f"{result.top1_agreement:.2f}", f"{result.top1_drop:.2f}" + ("" if result.fidelity_ok else " FAILED"))
+
+
+def _print_fidelity(report: Report) -> None:
+    """A lost-accuracy verdict, loudly (on stderr): the run still succeeded, its numbers are real."""
+    check = (report.checks or {}).get("fidelity")
+    if not check or check["ok"]:
+        return
+    print(
+        f"pnas-eval: FIDELITY FAILED: batch sizes {check['failingBatchSizes']} lost more than {check['maxTop1Drop']:g} "
+        f"points of top-1 against {check['reference']} on {check['images']} images (see report.json, fidelity)",
+        file=sys.stderr,
+    )
 
 
 def storage_uri(pnaseval: PnasEval, workdir: Path) -> str:
@@ -307,6 +328,7 @@ def _print_results(plan: Plan, env: dict[str, str], seconds: float) -> None:
             f"e.g. {failed[0]['image']}: {failed[0]['error']}"
         )
     print(f"report: {plan.root}/{layout.REPORT}  ({seconds:.1f} s)")
+    _print_fidelity(report)
 
 
 def _lock(log_dir: Path, name: str, stopper: Stopper):

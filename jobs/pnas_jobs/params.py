@@ -15,7 +15,7 @@ from typing import ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pnas_jobs.backends import registry
-from pnas_jobs.spec import ConvertSpec, DatasetSpec, InferenceSpec, ModelSpec, PreprocessSpec
+from pnas_jobs.spec import ConvertSpec, DatasetSpec, FidelitySpec, InferenceSpec, ModelSpec, PreprocessSpec
 
 INDEX_ENV = "JOB_COMPLETION_INDEX"  # set by Kubernetes for Indexed Jobs; by the local runner too
 # the CPU a unit may use, in millicores: its pod's CPU limit or request (downward API, divisor 1m); the local runner's share
@@ -125,6 +125,8 @@ class InferParams(StageParams):
     device: Literal[registry.DEVICES] | None = from_spec(InferenceSpec, "device")
     threads: int = from_spec(InferenceSpec, "threads")
     device_id: int | None = from_spec(InferenceSpec, "device_id")
+    sample: tuple[int, ...] = Field((), description="run on these shards only: the unit's index picks one of them")
+    reference: bool = Field(False, description="the fidelity reference's results (results/reference/), not a batch size's")
 
 
 class AggregateParams(StageParams):
@@ -139,6 +141,8 @@ class AggregateParams(StageParams):
     shards: int | None = from_spec(DatasetSpec, "shards", default=None)
     limit: int = from_spec(DatasetSpec, "limit")
     summary_file: str | None = Field(None, description="also write the run's summary (JSON) here: a pod's termination log")
+    reference_sample: tuple[int, ...] = Field((), description="shards the fidelity reference ran on: compare every batch size with it")
+    max_top1_drop: float | None = from_spec(FidelitySpec, "max_top1_drop", default=None)
     results: str | None = Field(None, description="a folder of ais_bench TXT files to score instead of a run")
     output: str | None = Field(None, description="with --results: the accuracy JSON to write")
 

@@ -4,8 +4,9 @@ Each step carries its stage's typed parameters (params.py), so the command it ru
 and only here; the operator turns a step into a Kubernetes Job and the local runner into processes.
 
     convert ----\\
-                 >-- infer-bs<B1> -- infer-bs<B2> -- ... -- aggregate
-    shard[i] ---/
+                 >-- infer-bs<B1> -- infer-bs<B2> -- ... --\\
+    shard[i] ---/\\                                        >-- aggregate
+                  `-- reference[sampled shards] -----------/   (with spec.fidelity)
 
 Batch sizes run one after another so that their throughput figures do not compete for devices.
 An indexed step runs once per shard; its index comes from `JOB_COMPLETION_INDEX`.
@@ -23,12 +24,13 @@ from pnas_jobs.status import Phase
 from pnas_jobs.storage import StorageSettings
 
 # what the PnasEval's phase says while a stage's step is the first one unfinished
+IMAGENET_VAL = 50_000  # what the planner assumes a full data set holds when no limit says otherwise
 STAGE_PHASES = {"convert": Phase.CONVERTING, "shard": Phase.SHARDING, "infer": Phase.INFERRING, "aggregate": Phase.AGGREGATING}
 
 
 @dataclass(frozen=True)
 class Step:
-    name: str  # convert | shard | infer-bs<B> | aggregate: unique, used in Job names
+    name: str  # convert | shard | infer-bs<B> | reference | aggregate: unique, used in Job names
     params: StageParams  # the stage's parameters; the command is their serialisation
     completions: int = 1
     indexed: bool = False
@@ -67,7 +69,8 @@ class Plan:
         return next(s for s in self.steps if s.name == name)
 
     def infer_steps(self) -> list[Step]:
-        return [s for s in self.steps if s.stage == "infer"]
+        """The batch sizes' inference steps (not the fidelity reference's)."""
+        return [s for s in self.steps if s.stage == "infer" and not s.params.reference]
 
     @property
     def summary_step(self) -> Step:
@@ -91,9 +94,46 @@ def inference_placement(spec: PnasEvalSpec) -> Placement:
     )
 
 
+def sample_shards(shards: int, images: int, limit: int) -> tuple[int, ...]:
+    """Whole shards spread over the data set, as few as hold about `images` images.
+
+    The planner cannot count the images (it does no I/O): with a limit it knows the total; without
+    one it assumes ImageNet val. The report says how many images were really compared.
+    """
+    total = limit or IMAGENET_VAL
+    per_shard = max(1, total // shards)
+    count = min(shards, max(1, -(-images // per_shard)))  # whole shards: round up
+    return tuple(sorted({int((j + 0.5) * shards / count) for j in range(count)}))
+
+
+def fidelity_sample(spec: PnasEvalSpec) -> tuple[int, ...]:
+    """The shards the fidelity reference runs on (none without spec.fidelity)."""
+    return sample_shards(spec.dataset.shards, spec.fidelity.images, spec.dataset.limit) if spec.fidelity else ()
+
+
 def backends_used(spec: PnasEvalSpec) -> list[str]:
     """The backends a run uses: its inference backend, and the fidelity reference if any."""
     return [spec.inference.backend, *([spec.fidelity.reference] if spec.fidelity else [])]
+
+
+def _reference(spec: PnasEvalSpec, root: str, force: bool, sample: tuple[int, ...]) -> Step:
+    """The fidelity reference on the sampled shards: one unit per sampled shard, beside the inference steps."""
+    fidelity = spec.fidelity
+    backend = registry.get(fidelity.reference)
+    params = InferParams(
+        root=root,
+        force=force,
+        batch_size=max(spec.inference.batch_sizes),  # fp32: the reference's scores do not depend on it
+        backend=backend.name,
+        device=backend.device(fidelity.device).name,
+        sample=sample,
+        reference=True,
+    )
+    placement = registry.placement(backend.name, fidelity.device, spec.convert.soc_version)
+    return Step(
+        "reference", params, completions=len(sample), indexed=True, after=("convert", "shard"), image=backend.image,
+        placement=placement,
+    )  # fmt: skip
 
 
 def _convert(spec: PnasEvalSpec, root: str, force: bool) -> Step:
@@ -176,6 +216,8 @@ def _aggregate(spec: PnasEvalSpec, root: str, after: tuple[str, ...], summary_fi
         shards=spec.dataset.shards,
         limit=spec.dataset.limit,
         summary_file=summary_file,
+        reference_sample=fidelity_sample(spec),
+        max_top1_drop=spec.fidelity.max_top1_drop if spec.fidelity else None,
     )  # no --force: it always scores what is there
     return Step("aggregate", params, after=after)
 
@@ -195,6 +237,9 @@ def make_plan(
     for batch_size in spec.inference.batch_sizes:
         steps.append(_infer(spec, root, force, batch_size, previous))
         previous = (steps[-1].name,)
+    if spec.fidelity:
+        steps.append(_reference(spec, root, force, fidelity_sample(spec)))
+        previous += ("reference",)
     steps.append(_aggregate(spec, root, previous, summary_file))
     storage = StorageSettings(spec.storage.endpoint, spec.storage.secure, spec.storage.region)
     return Plan(

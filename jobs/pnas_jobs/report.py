@@ -27,6 +27,9 @@ class BatchResult(_Model):
     top5: float | None = Field(None, description="top-5 accuracy, percent")
     throughput: float | None = Field(None, description="images/s from compute time, as ais_bench reports it")
     json_: str | None = Field(None, alias="json", description="location of result_bs<B>.json")
+    top1_agreement: float | None = Field(None, description="spec.fidelity: % of the sample whose top-1 class is the reference's")
+    top1_drop: float | None = Field(None, description="spec.fidelity: reference top-1 minus this top-1 on the sample, points")
+    fidelity_ok: bool | None = Field(None, description="spec.fidelity: the drop is within maxTop1Drop")
 
 
 class Summary(_Model):
@@ -56,6 +59,7 @@ class BatchReport(BatchResult):
     backend: str | None = None
     device: str | None = None
     json_sha256: str | None = None  # of the published result_bs<B>.json: the report vouches for it
+    fidelity: dict[str, Any] | None = None  # spec.fidelity: this batch size against the reference (fidelity.compare)
 
     def result(self) -> BatchResult:
         return BatchResult.model_validate(self.model_dump(include=set(BatchResult.model_fields)))
@@ -70,6 +74,7 @@ class Report(_Model):
     shards: list[dict[str, Any]]
     results: list[BatchReport]
     timings: dict[str, Any]
+    checks: dict[str, Any] | None = None  # which check looked at what: convert's parity, the fidelity sample
 
     def summary(self) -> Summary:
         return Summary(

@@ -28,6 +28,7 @@ class ConditionType(StrEnum):
     READY = "Ready"  # the run as a whole: True succeeded, False failed, Unknown running
     PREFLIGHT = "Preflight"  # storage and data checked first: True passed, False problems found (with their fixes)
     # one "<Step>Done" condition per step of the plan: see step_condition_type
+    FIDELITY_OK = "FidelityOK"  # spec.fidelity, once results are in: every batch size's top-1 drop within maxTop1Drop
     QUEUED = "Queued"  # True while a stage's Job is held suspended by a queue (Kueue): waiting, not stuck
     STALLED = "Stalled"  # True while a stage's pods cannot start (unschedulable, image pull, config, admission)
     BLOCKED = "Blocked"  # True while the API server keeps the operator from acting (errors, a leftover Job)
@@ -49,6 +50,8 @@ class Reason(StrEnum):
     SUSPENDED = "Suspended"  # a queue holds the Job (spec.suspend, condition Suspended)
     PENDING_DEADLINE = "PendingDeadlineExceeded"
     SUMMARY_UNREADABLE = "SummaryUnreadable"
+    WITHIN_MAX_DROP = "WithinMaxTop1Drop"  # FidelityOK True
+    ACCURACY_LOST = "AccuracyLost"  # FidelityOK False: a batch size's top-1 drop against the reference exceeds maxTop1Drop
     RESOLVED = "Resolved"  # the problem a condition reported is gone
     CLEANUP_STARTED = "CleanupStarted"
     CLEANUP_REFUSED = "CleanupRefused"
@@ -122,6 +125,9 @@ class PnasEvalStatus(_Model):
     completion_time: str | None = Field(None, json_schema_extra={"format": "date-time"}, description="when it ended")
     run: str | None = Field(None, description="storage location of this run's outputs")
     progress: str | None = Field(None, description="shards inferred / shards planned, for kubectl get")
+    worst_agreement: float | None = Field(
+        None, description="spec.fidelity: the lowest top-1 agreement with the reference over the batch sizes, percent"
+    )
     conditions: list[Condition] = Field(default_factory=list, description="metav1.Condition list, one per type")
     shards: ShardCounts = Field(default_factory=ShardCounts, description="shard counts of the current batch size")
     stages: list[StageStatus] = Field(default_factory=list, description="one entry per step of the plan")
@@ -159,6 +165,22 @@ def problem_condition(previous: dict | None, type_: str, problem: tuple[str, str
     return condition(previous, type_, False, Reason.RESOLVED, "", now, generation)
 
 
+def fidelity_condition(previous: dict | None, results: list[BatchResult], max_drop: float, now: str, generation) -> Condition | None:
+    """FidelityOK once the results carry a fidelity verdict: True when every batch size's top-1 drop
+    against the reference is within maxTop1Drop, else False naming those that lost more."""
+    judged = [r for r in results if r.fidelity_ok is not None]
+    if not judged:
+        return None
+    lost = [r for r in judged if not r.fidelity_ok]
+    if not lost:
+        worst = max(judged, key=lambda r: r.top1_drop or 0.0)
+        message = f"top-1 drop at most {worst.top1_drop:.2f} points (bs{worst.batch_size}), within {max_drop:g}"
+        return condition(previous, ConditionType.FIDELITY_OK, True, Reason.WITHIN_MAX_DROP, message, now, generation)
+    message = "; ".join(f"bs{r.batch_size}: top-1 drop {r.top1_drop:.2f} points, agreement {r.top1_agreement:.2f}%" for r in lost)
+    message = f"{message} (spec.fidelity.maxTop1Drop {max_drop:g}); see report.json's fidelity sections"
+    return condition(previous, ConditionType.FIDELITY_OK, False, Reason.ACCURACY_LOST, message, now, generation)
+
+
 def with_problem(status: PnasEvalStatus, previous: dict | None, type_: str, problem: tuple[str, str] | None, now: str) -> PnasEvalStatus:
     """The status with one problem condition set (or resolved), the others as they were."""
     kept = [c for c in status.conditions if c.type != type_]
@@ -177,3 +199,4 @@ def failed(previous: dict | None, reason: str, message: str, now: str, generatio
         completion_time=now,
         conditions=[condition(previous, ConditionType.READY, False, reason, message, now, generation)],
     )
+

@@ -24,6 +24,7 @@ from pnas_jobs.status import (
     bounded,
     clip,
     condition,
+    fidelity_condition,
     previous_condition,
     problem_condition,
     step_condition_type,
@@ -202,11 +203,13 @@ def derive(
         results=[r.model_copy(update={"json_": f"{plan.root}/{layout.accuracy_json(r.batch_size)}"}) for r in summary.results]
         if summary
         else [],
+        worst_agreement=_worst_agreement(summary),
     )
     status.conditions = _conditions(plan, views, previous, (phase, reason, message), queued_, stall, now, generation)
     if preflight:
         status.conditions.insert(1, condition(previous, ConditionType.PREFLIGHT, *preflight, now, generation))
     events += _problem_events(previous, queued_, stall)
+    status.conditions += _fidelity(plan, summary, previous, now, generation)
     return Outcome(status, [] if phase in TERMINAL else list(decision.start), events)
 
 
@@ -319,10 +322,26 @@ def _phase(plan: Plan, views: dict, failed: list[Step], summary: Summary | None)
     if pending is None:
         if summary is None:
             return Phase.AGGREGATING, f"{plan.summary_step.name} finished; reading its results"
-        return Phase.SUCCEEDED, f"{len(summary.results)} batch sizes evaluated"
+        lost = [f"bs{r.batch_size}" for r in summary.results if r.fidelity_ok is False]
+        verdict = f"; accuracy lost against the fidelity reference at {', '.join(lost)} (see FidelityOK)" if lost else ""
+        return Phase.SUCCEEDED, f"{len(summary.results)} batch sizes evaluated{verdict}"
     v = views[pending.name]
     if v is None:
         return (pending.phase, f"starting {pending.name}") if any(views.values()) else (Phase.PENDING, "creating Jobs")
     if v.queued:
         return pending.phase, f"{pending.name}: queued (its Job is suspended until its queue admits it)"
     return pending.phase, f"{pending.name}: {v.succeeded}/{pending.completions} done"
+
+
+def _worst_agreement(summary: Summary | None) -> float | None:
+    agreements = [r.top1_agreement for r in (summary.results if summary else []) if r.top1_agreement is not None]
+    return min(agreements) if agreements else None
+
+
+def _fidelity(plan: Plan, summary: Summary | None, previous: dict, now: str, generation) -> list:
+    """FidelityOK from the summary's verdicts (spec.fidelity); a run that lost accuracy still succeeded."""
+    max_drop = plan.summary_step.params.max_top1_drop
+    if summary is None or max_drop is None:
+        return []
+    made = fidelity_condition(previous, summary.results, max_drop, now, generation)
+    return [made] if made else []

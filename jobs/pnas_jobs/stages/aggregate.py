@@ -14,14 +14,16 @@ import logging
 import re
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from pnas_jobs import dataset, layout, metric, records, results
+from pnas_jobs import dataset, fidelity, layout, metric, records, results
 from pnas_jobs.errors import UserError
 from pnas_jobs.params import AggregateParams
 from pnas_jobs.report import BatchReport, Report, Timing
+from pnas_jobs.spec import FidelitySpec
 from pnas_jobs.storage import StorageSettings, open_object, open_store
 
 log = logging.getLogger(__name__)
@@ -94,10 +96,15 @@ def _combined_timing(markers: list[dict], batch_size: int) -> Timing:
 
 def _read_batch_size(store, batch_size: int, shards: list[dict], models: set[str] | None, work: Path):
     """Names, scores and markers of every shard at this batch size; UserError unless all are there and current."""
+    return _read_results(store, lambda index: layout.result_marker(batch_size, index), f"batch size {batch_size}", shards, models, work)
+
+
+def _read_results(store, marker_key: Callable[[int], str], what: str, shards: list[dict], models: set[str] | None, work: Path):
+    """Names, scores and markers of these shards' results (`marker_key`: where a shard's record is)."""
     markers, missing, stale = [], [], []
     for shard in shards:
         index = shard["index"]
-        marker = records.read(store, layout.result_marker(batch_size, index))
+        marker = records.read(store, marker_key(index))
         if marker is None:
             missing.append(index)
         elif marker["inputs"].get("shard") != records.shard_identity(shard) or (
@@ -109,7 +116,7 @@ def _read_batch_size(store, batch_size: int, shards: list[dict], models: set[str
     if missing or stale:
         parts = [f"missing for shards {missing}" if missing else "", f"stale for shards {stale}" if stale else ""]
         raise UserError(
-            f"results for batch size {batch_size} are {' and '.join(p for p in parts if p)}: "
+            f"results for {what} are {' and '.join(p for p in parts if p)}: "
             "run the evaluation again (or their infer units); nothing was published"
         )
     names, blocks = [], []
@@ -132,10 +139,10 @@ def _read_batch_size(store, batch_size: int, shards: list[dict], models: set[str
         if path.is_relative_to(work):
             path.unlink()
     if len(set(names)) != len(names):
-        raise UserError(f"an image appears in two shards of batch size {batch_size}; re-run the shard stage")
+        raise UserError(f"an image appears in two shards of {what}; re-run the shard stage")
     width = {b.shape[1] for b in blocks if len(b)}
     if len(width) > 1:
-        raise UserError(f"shards of batch size {batch_size} disagree on the number of classes: {sorted(width)}")
+        raise UserError(f"shards of {what} disagree on the number of classes: {sorted(width)}")
     scores = np.concatenate([b for b in blocks if len(b)]) if names else np.zeros((0, 0), np.float32)
     return names, scores, markers
 
@@ -159,6 +166,64 @@ def _batch_report(batch_size: int, names, scores, markers, labels, labels_uri) -
         backend=markers[0]["backend"] if markers else None,
         device=markers[0]["device"] if markers else None,
     ), table
+
+
+class Reference:
+    """The fidelity reference's results on the sampled shards, read and checked like a batch size's."""
+
+    def __init__(self, store, sample: tuple[int, ...], shard_records: list[dict], models, work: Path):
+        outside = [i for i in sample if i >= len(shard_records)]
+        if outside:
+            raise UserError(f"--reference-sample: shards {outside} are not shards of this run ({len(shard_records)} shards)")
+        chosen = [shard_records[i] for i in sample]
+        self.names, self.scores, markers = _read_results(store, layout.reference_marker, "the fidelity reference", chosen, models, work)
+        if not self.names:
+            raise UserError(
+                f"the fidelity sample (shards {list(sample)}) holds no usable image: raise spec.fidelity.images "
+                "(see report.json's shards for what failed); nothing was published"
+            )
+        self.sample, self.backend = sample, markers[0]["backend"]
+        self.device = markers[0]["device"]
+        self.seconds = sum(m["seconds"] for m in markers)
+
+    def compare(self, batch: BatchReport, names: list[str], scores: np.ndarray, labels: metric.Labels, max_drop: float) -> None:
+        """Put this batch size's fidelity (the same images' scores, row for row) in its report and result."""
+        row_of = {name: row for row, name in enumerate(names)}
+        deployed = scores[[row_of[n] for n in self.names]] if self.names else scores[:0]
+        if deployed.shape[1:] != self.scores.shape[1:]:
+            raise UserError(
+                f"the fidelity reference gives {self.scores.shape[1]} scores per image and batch size {batch.batch_size} "
+                f"{deployed.shape[1]}: not the same model; nothing was published"
+            )
+        targets = np.array([labels[n] for n in self.names], dtype=np.int64) + metric.label_offset(deployed.shape[1])
+        batch.fidelity = fidelity.compare(self.names, deployed, self.scores, targets, max_drop, batch.batch_size)
+        batch.fidelity.update(reference=self.backend, referenceDevice=self.device)
+        batch.top1_agreement, batch.top1_drop = batch.fidelity["top1Agreement"], batch.fidelity["top1Drop"]
+        batch.fidelity_ok = batch.fidelity["ok"]
+
+    def check(self, per_batch: list[BatchReport], max_drop: float) -> dict:
+        failing = [b.batch_size for b in per_batch if not b.fidelity_ok]
+        return {
+            "what": "each batch size's deployed outputs against the reference's on the same real images "
+            "(export, conversion precision, runtime; not preprocessing: both get the same tensors)",
+            "reference": self.backend, "device": self.device, "shards": list(self.sample), "images": len(self.names),
+            "maxTop1Drop": max_drop, "ok": not failing, "failingBatchSizes": failing, "seconds": self.seconds,
+        }  # fmt: skip
+
+
+def _checks(convert: dict, reference: Reference | None, per_batch: list[BatchReport], max_drop: float | None) -> dict:
+    """Which check looked at what: convert's parity (PyTorch against ONNX on random inputs) and the fidelity."""
+    parity = convert.get("parity") or {}
+    checks = {
+        "conversionParity": {
+            "what": "PyTorch against the exported ONNX on random inputs, at convert (export errors only)",
+            "samples": parity.get("samples"), "tolerance": parity.get("tolerance"), "ok": parity.get("passed"),
+            "maxAbsDiff": max((v["max_abs_diff"] for v in parity.values() if isinstance(v, dict)), default=None),
+        }  # fmt: skip
+    }
+    if reference is not None:
+        checks["fidelity"] = reference.check(per_batch, max_drop)
+    return checks
 
 
 def _shard_records(store, shards: int) -> list[dict]:
@@ -233,10 +298,15 @@ def main(p: AggregateParams) -> dict:
     data = _dataset_report(shard_records, labels, p.labels, p.limit)
     _check_something_scored(data)
     per_batch, tables = [], {}
+    max_drop = p.max_top1_drop if p.max_top1_drop is not None else FidelitySpec.model_fields["max_top1_drop"].default
     with tempfile.TemporaryDirectory(prefix="pnas-aggregate-") as tmp:
+        sample = p.reference_sample
+        reference = Reference(store, sample, shard_records, _model_shas(convert), Path(tmp)) if sample else None
         for batch_size in sorted(p.batch_sizes):  # everything is read and checked before anything is written
             names, scores, markers = _read_batch_size(store, batch_size, shard_records, _model_shas(convert), Path(tmp))
             result, tables[batch_size] = _batch_report(batch_size, names, scores, markers, labels, p.labels)
+            if reference is not None:
+                reference.compare(result, names, scores, labels, max_drop)
             per_batch.append(result)
     report = Report(
         run=store.uri,
@@ -254,6 +324,7 @@ def main(p: AggregateParams) -> dict:
             infer_s={str(b.batch_size): sum(s["seconds"] for s in b.shards) for b in per_batch},
             aggregate_s=time.perf_counter() - started,
         ),
+        checks=_checks(convert, reference, per_batch, max_drop),
     )
     _publish(store, tables, report)
     if p.summary_file:
@@ -263,4 +334,11 @@ def main(p: AggregateParams) -> dict:
             "aggregate bs%d: %d %s, top-1 %s%%, top-5 %s%%",
             row.batch_size, row.images, "image" if row.images == 1 else "images", row.top1, row.top5,
         )  # fmt: skip
+        if row.fidelity:
+            log.log(
+                logging.INFO if row.fidelity_ok else logging.WARNING,
+                "fidelity bs%d: top-1 agreement %.2f%% with %s on %d images, top-1 drop %.2f points (max %g): %s",
+                row.batch_size, row.top1_agreement, row.fidelity["reference"], row.fidelity["images"], row.top1_drop,
+                max_drop, "ok" if row.fidelity_ok else "FAILED",
+            )  # fmt: skip
     return report.dump()

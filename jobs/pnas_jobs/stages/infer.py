@@ -128,8 +128,25 @@ def check_labels(shard: dict, num_classes: int) -> None:
         raise UserError(f"spec.dataset.labels: {error}") from None
 
 
+def shard_of(p: InferParams) -> int:
+    """The shard this unit works on: its index, or with a sample the sample's entry at its index."""
+    position = stage_index(p.index)
+    if not p.sample:
+        return position
+    if position >= len(p.sample):
+        raise UserError(f"unit {position} of a sample of {len(p.sample)} shards: no such shard")
+    return p.sample[position]
+
+
+def output_keys(p: InferParams, index: int) -> tuple[str, str]:
+    """Where this unit's record and result tar go: its batch size's folder, or the reference's."""
+    if p.reference:
+        return layout.reference_marker(index), layout.reference_tar(index)
+    return layout.result_marker(p.batch_size, index), layout.result_tar(p.batch_size, index)
+
+
 def main(p: InferParams) -> dict:
-    index = stage_index(p.index)
+    index = shard_of(p)
     backend = registry.get(p.backend)
     device = backend.device(p.device).name
     store = open_store(p.root, StorageSettings.from_env())
@@ -143,9 +160,9 @@ def main(p: InferParams) -> dict:
     inputs = dict(
         model_sha256=model["sha256"], shard=records.shard_identity(shard), index=index,
         batch_size=p.batch_size, backend=backend.name, device=device,
-    )  # fmt: skip
+    ) | ({"reference": True} if p.reference else {})  # fmt: skip
     check_labels(shard, int(convert["num_classes"]))  # even when done: results the labels cannot score are no results
-    marker = layout.result_marker(p.batch_size, index)
+    marker, tar_key = output_keys(p, index)
     if not p.force and (done := records.finished(store, marker, inputs, outputs=lambda r: [r["tar"]])):
         log.info("infer shard %d bs%d: already done for these inputs; skipping", index, p.batch_size)
         return done
@@ -164,7 +181,6 @@ def main(p: InferParams) -> dict:
             result = _infer(session, pixels, shard["images"], p.batch_size, config, tar_path)
         finally:
             session.close()
-        tar_key = layout.result_tar(p.batch_size, index)
         etag = store.upload(tar_path, tar_key)
         result.update(
             inputs=inputs, index=index, batch_size=p.batch_size, backend=backend.name, device=device, threads=threads,
