@@ -103,4 +103,9 @@ def run_checks(spec: PnasEvalSpec, settings: StorageSettings | None = None) -> l
     if any(is_s3(u or "") for u in (spec.storage.uri, spec.dataset.images, spec.dataset.labels, spec.model.weights)):
         if not settings.endpoint:
             return [Finding("storage: endpoint", "problem", "s3:// locations but no endpoint", "set spec.storage.endpoint (host:port)")]
-    return [check_output(spec.storage.uri, settings), *check_data(spec.dataset, settings), check_weights(spec.model.weights, settings)]
+    return checks(spec.storage.uri, spec.dataset, spec.model.weights, settings)
+
+
+def checks(outputs: str | None, data: DatasetSpec, weights: str, settings: StorageSettings) -> list[Finding]:
+    """The outputs' location, the data, the weights: what a run reads and writes, in that order."""
+    return [check_output(outputs, settings), *check_data(data, settings), check_weights(weights, settings)]

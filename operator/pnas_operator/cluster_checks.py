@@ -45,11 +45,6 @@ def _command(deployment: dict) -> list[str]:
     return [*containers[0].get("command", []), *containers[0].get("args", [])] if containers else []
 
 
-def _env(deployment: dict, name: str) -> str | None:
-    containers = deployment.get("spec", {}).get("template", {}).get("spec", {}).get("containers", [])
-    return next((e.get("value") for e in (containers[0].get("env", []) if containers else []) if e.get("name") == name), None)
-
-
 def watches(deployment: dict, namespace: str) -> bool:
     """Whether an operator Deployment (as the chart writes its command) watches `namespace`."""
     command = _command(deployment)
@@ -120,8 +115,9 @@ def check_secret(snapshot: ClusterSnapshot, pnaseval: PnasEval) -> Finding:
     return Finding("credentials Secret", "ok", f"{name} has accessKey and secretKey")
 
 
-def check_service_account(snapshot: ClusterSnapshot, operator: dict | None, namespace: str) -> Finding:
-    name = (_env(operator, "PNAS_OPERATOR_JOBS_SERVICE_ACCOUNT") if operator else None) or "pnas-eval-jobs"
+def check_service_account(snapshot: ClusterSnapshot, jobs: list[dict], namespace: str) -> Finding:
+    """The account the Jobs' pods run as (the operator's setting; none: the namespace's `default`)."""
+    name = next((j["spec"]["template"]["spec"].get("serviceAccountName") for j in jobs), None) or "default"
     if found := _not_checked(snapshot, "serviceaccounts", "Jobs' ServiceAccount"):
         return found
     if name in snapshot.service_accounts:
@@ -259,13 +255,12 @@ def check_device_plugin(snapshot: ClusterSnapshot, pnaseval: PnasEval) -> list[F
 def cluster_findings(snapshot: ClusterSnapshot, pnaseval: PnasEval, plan: Plan, jobs: list[dict], expected_crd: dict) -> list[Finding]:
     """Every cluster check, in the order a newcomer would fix them."""
     namespace = pnaseval.metadata.namespace
-    operator_finding, operator = check_operator(snapshot, namespace)
     return [
         check_namespace(snapshot, namespace),
         check_crd(snapshot, expected_crd),
-        operator_finding,
+        check_operator(snapshot, namespace)[0],
         check_secret(snapshot, pnaseval),
-        check_service_account(snapshot, operator, namespace),
+        check_service_account(snapshot, jobs, namespace),
         *check_nodes(snapshot, pnaseval, plan),
         check_pod_security(snapshot, jobs, namespace),
         *check_scheduling(snapshot, pnaseval),

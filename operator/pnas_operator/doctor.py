@@ -15,20 +15,18 @@ from pnas_jobs.preflight import Finding
 from pnas_jobs.spec import API_GROUP, PLURAL, PnasEval
 from pnas_jobs.storage import StorageSettings
 from pnas_operator import cluster_checks, kube, manifests
-
-ENV_PREFIX = "PNAS_OPERATOR_"
+from pnas_operator.settings import ENV_PREFIX
 
 
 def operator_job_settings(operator: dict | None) -> manifests.JobSettings:
     """The Jobs' settings of a running operator, from the plain values of its Deployment's env."""
     containers = ((operator or {}).get("spec", {}).get("template", {}).get("spec") or {}).get("containers") or [{}]
-    fields = manifests.JobSettings.model_fields
     values = {
-        e["name"].removeprefix(ENV_PREFIX).lower(): e["value"]
+        field: e["value"]
         for e in containers[0].get("env") or []
         if e.get("name", "").startswith(ENV_PREFIX) and "value" in e
+        and (field := e["name"].removeprefix(ENV_PREFIX).lower()) in manifests.JobSettings.model_fields
     }
-    values = {k: (None if v == "" and k in ("jobs_service_account", "job_ttl_seconds") else v) for k, v in values.items() if k in fields}
     try:
         return manifests.JobSettings.model_validate(values)
     except ValidationError:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pnas_jobs.accelerators import whole_npu
 from pnas_jobs.params import CPUS_ENV
@@ -63,6 +63,13 @@ class JobSettings(BaseModel):
     scheduler_name: str = ""
     queue_name: str = Field("", pattern=r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$")  # a label value
     priority_class_name: str = ""
+
+    @field_validator("job_ttl_seconds", "jobs_service_account", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value):
+        # an empty value (a chart's empty variable) means "none": keep finished Jobs forever, or use
+        # the namespace's default account
+        return None if value == "" else value
 
     @property
     def images(self) -> dict[str, str]:

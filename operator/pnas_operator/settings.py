@@ -2,14 +2,17 @@
 every field of the Jobs' settings (manifests.JobSettings) plus the operator's own."""
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pnas_operator.manifests import JobSettings
 
 
+ENV_PREFIX = "PNAS_OPERATOR_"
+
+
 class OperatorSettings(JobSettings, BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="PNAS_OPERATOR_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
 
     # The watches wake a PnasEval's pass as soon as one of its Jobs or pods changes; these bound the rest.
     resync_interval: float = Field(120.0, gt=0, description="seconds between safety-net passes (they list the Jobs)")
@@ -21,12 +24,6 @@ class OperatorSettings(JobSettings, BaseSettings):
     start_check_seconds: float = Field(10.0, gt=0, description="a stage's Job without pods this long: look for why")
     summary_grace_seconds: float = Field(30.0, gt=0, description="the summary's pod may show up this late after its Job")
     probe_port: int = Field(8081, ge=1, le=65535, description="port of /metrics and /readyz")
-
-    @field_validator("job_ttl_seconds", "jobs_service_account", mode="before")
-    @classmethod
-    def _empty_is_none(cls, value):
-        # an empty variable means "none": keep finished Jobs forever, or use the namespace's default account
-        return None if value == "" else value
 
     def job_settings(self) -> JobSettings:
         return JobSettings.model_validate(self.model_dump(include=set(JobSettings.model_fields)))

@@ -63,15 +63,8 @@ def pod_view(pod: dict) -> PodView:
     scheduled = next((c for c in status.get("conditions") or [] if c.get("type") == "PodScheduled"), None)
     if problem is None and scheduled and scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable":
         problem = ("Unschedulable", f"no node can take the pod: {scheduled.get('message') or 'Unschedulable'}")
-    summary = next(
-        (
-            t["message"]
-            for t in ((c.get("state") or {}).get("terminated") or {} for c in containers)
-            if t.get("exitCode") == 0 and t.get("message")
-        ),
-        None,
-    )
     ended = [t for t in ((c.get("state") or {}).get("terminated") or {} for c in containers) if t.get("message")]
+    summary = next((t["message"] for t in ended if t.get("exitCode") == 0), None)
     message = ended[0]["message"] if ended else None
     return PodView(pod["metadata"]["name"], job_of(pod), started, None if started else problem, summary, message)
 

@@ -93,9 +93,13 @@ class Fault:
         return True
 
     def response(self) -> aiohttp.web.Response:
-        status = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": self.message,
-                  "reason": self.REASONS.get(self.status, "InternalError"), "code": self.status}  # fmt: skip
-        return aiohttp.web.json_response(status, status=self.status)
+        return failure(self.status, self.REASONS.get(self.status, "InternalError"), self.message)
+
+
+def failure(code: int, reason: str, message: str) -> aiohttp.web.Response:
+    """A failed request as kube-apiserver answers it: the HTTP code and a metav1 Status object."""
+    body = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message, "reason": reason, "code": code}
+    return aiohttp.web.json_response(body, status=code)
 
 
 class PatchedEmulator(kmock.KubernetesEmulator):
@@ -172,11 +176,6 @@ class PatchedEmulator(kmock.KubernetesEmulator):
 
     async def _namespace(self, raw_request, name: str | None) -> aiohttp.web.Response:
         """Namespace objects (see 10 above)."""
-        def status(code: int, reason: str, message: str) -> aiohttp.web.Response:
-            body = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message,
-                    "reason": reason, "code": code}  # fmt: skip
-            return aiohttp.web.json_response(body, status=code)
-
         method = raw_request.method
         if name is None and method == 'GET':
             items = [ns for ns in self.namespaces.values() if selected(types.SimpleNamespace(params=dict(raw_request.query)), ns)]
@@ -186,14 +185,14 @@ class PatchedEmulator(kmock.KubernetesEmulator):
             body = await raw_request.json()
             name = body["metadata"]["name"]
             if name in self.namespaces:
-                return status(409, "AlreadyExists", f'namespaces "{name}" already exists')
+                return failure(409, "AlreadyExists", f'namespaces "{name}" already exists')
             body["metadata"].update(uid=str(uuid.uuid4()), resourceVersion=str(next(self._rv_counter)),
                                     creationTimestamp=datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ'))
             body.update(apiVersion="v1", kind="Namespace", status={"phase": "Active"})
             self.namespaces[name] = body
             return aiohttp.web.json_response(body, status=201)
         if name not in self.namespaces:
-            return status(404, "NotFound", f'namespaces "{name}" not found')
+            return failure(404, "NotFound", f'namespaces "{name}" not found')
         if method == 'PATCH':
             patch = await raw_request.json()
             self.namespaces[name] = jsonpatch.apply_patch(self.namespaces[name], patch) if isinstance(patch, list) else _merge(self.namespaces[name], patch)

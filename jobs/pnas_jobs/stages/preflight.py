@@ -25,7 +25,7 @@ SUMMARY_LIMIT = 4096  # bytes of a termination message the kubelet keeps
 
 def findings(p: PreflightParams, settings: StorageSettings) -> list[preflight.Finding]:
     data = DatasetSpec.model_validate({"images": p.images, "labels": p.labels, "limit": p.limit, "shards": p.shards})
-    return [preflight.check_output(p.root, settings), *preflight.check_data(data, settings), preflight.check_weights(p.weights, settings)]
+    return preflight.checks(p.root, data, p.weights, settings)
 
 
 def main(p: PreflightParams) -> None:
