@@ -8,6 +8,7 @@ re-implements it (open each file, readline, split, np.float32 each value, argsor
 folder of the same results; when that folder holds fewer results, its time is scaled to the full
 count (it is linear: one file after another), which the row says.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -63,27 +64,46 @@ def generate(folder: Path, count: int, shards: int, subset: int) -> dict:
         writer = results.TarWriter(tar)
         writer.add_rows(names[start:stop], scores)
         writer.close()
-        for name, row in zip(names[start:min(stop, subset)], scores):
+        for name, row in zip(names[start : min(stop, subset)], scores):
             (paths["folder"] / f"{name}{results.TXT_SUFFIX}").write_bytes(results.format_scores(row))
         pixels = hashlib.sha256(f"shard {index}".encode()).hexdigest()  # stands for the shard's checksum
         shard_record = dict(
-            index=index, shards=shards, images=names[start:stop], labels=labels[start:stop].tolist(), failed=[],
-            pixels={"key": layout.shard_pixels(index), "sha256": pixels, "bytes": 0}, seconds=0.0,
-            preprocess={"input_size": 331, "crop_pct": 0.911, "interpolation": "bicubic", "mean": [0.5] * 3, "std": [0.5] * 3},
+            index=index,
+            shards=shards,
+            images=names[start:stop],
+            labels=labels[start:stop].tolist(),
+            failed=[],
+            pixels={"key": layout.shard_pixels(index), "sha256": pixels, "bytes": 0},
+            seconds=0.0,
+            preprocess={
+                "input_size": 331,
+                "crop_pct": 0.911,
+                "interpolation": "bicubic",
+                "mean": [0.5] * 3,
+                "std": [0.5] * 3,
+            },
             # as the shard stage writes it: each image's version token and the sha256 of its bytes
-            sources={f"{n}.JPEG": [f"110000:{i}:{i}", hashlib.sha256(n.encode()).hexdigest()] for i, n in enumerate(names[start:stop])},
-        )  # fmt: skip
+            sources={
+                f"{n}.JPEG": [f"110000:{i}:{i}", hashlib.sha256(n.encode()).hexdigest()]
+                for i, n in enumerate(names[start:stop])
+            },
+        )
         records.write(store, layout.shard_record(index), shard_record)
         records.write(
             store,
             layout.result_marker(BATCH_SIZE, index),
             dict(
-                index=index, images=stop - start, seconds=1.0, end_to_end_images_per_s=float(stop - start),
-                inputs={"shard": records.shard_identity(shard_record)}, backend="onnxruntime", device="cpu",
+                index=index,
+                images=stop - start,
+                seconds=1.0,
+                end_to_end_images_per_s=float(stop - start),
+                inputs={"shard": records.shard_identity(shard_record)},
+                backend="onnxruntime",
+                device="cpu",
                 compute={"count": 1, "mean": 1.0, "min": 1.0, "max": 1.0, "throughput": 4000.0},
                 tar={"key": layout.result_tar(BATCH_SIZE, index), "sha256": records.sha256_file(tar)},
             ),
-        )  # fmt: skip
+        )
     stamp.write_text(key)
     return paths
 
@@ -109,7 +129,12 @@ def run(ctx: Context) -> list[Row]:
     for _ in range(sizes.rounds):  # alternated; the fastest round of each counts
         cpu, wall = time.process_time(), time.perf_counter()
         aggregate.main(
-            AggregateParams(root=str(paths["run"]), labels=str(paths["labels"]), batch_sizes=(BATCH_SIZE,), shards=sizes.result_shards)
+            AggregateParams(
+                root=str(paths["run"]),
+                labels=str(paths["labels"]),
+                batch_sizes=(BATCH_SIZE,),
+                shards=sizes.result_shards,
+            )
         )
         stage_s, stage_wall = min(stage_s, time.process_time() - cpu), min(stage_wall, time.perf_counter() - wall)
         cpu = time.process_time()

@@ -7,6 +7,7 @@ idle threads do not spin while the other computes. A parity check compares their
 7. With `--gpu`: the same onnxruntime backend on CUDA and on TensorRT (fp16), per batch size,
 beside the seed's Ascend 310P3 table.
 """
+
 from __future__ import annotations
 
 import tempfile

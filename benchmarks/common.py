@@ -1,4 +1,5 @@
 """What the benchmarks share: sizes, the run context, result rows, timing, generated data, processes."""
+
 from __future__ import annotations
 
 import io

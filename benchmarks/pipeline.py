@@ -9,6 +9,7 @@ says how much of the accelerator's time the stage wastes.
 2b shows the other side on this machine: the stage with an instant backend (scores ready at once),
 that is the most images per second the host side can feed an accelerator with.
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -32,11 +33,24 @@ def prepared(ctx: Context) -> dict:
     pnas_eval(["convert", "--root", str(run), "--model", sizes.model, "--weights", "random"], ctx.logs / "convert.log")
     pnas_eval(
         [
-            "shard", "--root", str(run), "--images", str(images), "--labels", str(labels), "--model", sizes.model,
-            "--shards", "1", "--index", "0", "--limit", str(sizes.shard_images),
+            "shard",
+            "--root",
+            str(run),
+            "--images",
+            str(images),
+            "--labels",
+            str(labels),
+            "--model",
+            sizes.model,
+            "--shards",
+            "1",
+            "--index",
+            "0",
+            "--limit",
+            str(sizes.shard_images),
         ],
         ctx.logs / "shard.log",
-    )  # fmt: skip
+    )
     from pnas_jobs import layout, records
     from pnas_jobs.storage import open_store
 
@@ -56,10 +70,22 @@ def _stage(ctx: Context, run: Path, batch_size: int, markers: list) -> float:
     from pnas_jobs.storage import open_store
 
     pnas_eval(
-        ["infer", "--root", str(run), "--index", "0", "--batch-size", str(batch_size), "--backend", "onnxruntime",
-         "--device", "cpu", "--force"],
+        [
+            "infer",
+            "--root",
+            str(run),
+            "--index",
+            "0",
+            "--batch-size",
+            str(batch_size),
+            "--backend",
+            "onnxruntime",
+            "--device",
+            "cpu",
+            "--force",
+        ],
         ctx.logs / "infer.log",
-    )  # fmt: skip
+    )
     marker = records.read(open_store(run), layout.result_marker(batch_size, 0))
     markers.append(marker)
     return marker["end_to_end_images_per_s"]

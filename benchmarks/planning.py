@@ -5,6 +5,7 @@ cheap however many shards there are. Indexed Jobs make the number of API objects
 shard count: one Job per stage (convert, shard, infer per batch size, aggregate), against one Job per
 shard and stage without them. Timed for 1,000 shards against 16 (the spec's default).
 """
+
 from __future__ import annotations
 
 import json

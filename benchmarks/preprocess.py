@@ -8,6 +8,7 @@ per CPU second, so that other work on the machine does not count. Then the shard
 --workers 1 against --workers 2, unpinned, in wall time. The crops, normalised at inference, must
 equal the seed's `.bin` bit for bit.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -33,7 +34,11 @@ def _shard(ctx: Context, images, labels, workers: int, pinned: bool) -> dict:
     run = ctx.work / "runs" / f"preprocess-w{workers}"
     options = dict(run=str(run), images=str(images), labels=str(labels), workers=workers)
     answer = worker("shard", options, ctx.logs / f"shard-w{workers}.log", cpus={0} if pinned else None)
-    return {"root": run, "rate": answer["images"] / answer["seconds"], "per_cpu": answer["images"] / answer["cpu_seconds"]}
+    return {
+        "root": run,
+        "rate": answer["images"] / answer["seconds"],
+        "per_cpu": answer["images"] / answer["cpu_seconds"],
+    }
 
 
 def _seed(ctx: Context, images, count: int) -> float:
@@ -78,10 +83,14 @@ def run(ctx: Context) -> list[Row]:
         return measure
 
     best = alternate(
-        {"seed": lambda: _seed(ctx, images, sizes.photos), "shard1": shard(1, True, "per_cpu"),
-         "shard1x": shard(1, False, "rate"), "shard2": shard(2, False, "rate")},
+        {
+            "seed": lambda: _seed(ctx, images, sizes.photos),
+            "shard1": shard(1, True, "per_cpu"),
+            "shard1x": shard(1, False, "rate"),
+            "shard2": shard(2, False, "rate"),
+        },
         sizes.rounds,
-    )  # fmt: skip
+    )
     from pnas_jobs import layout, records
     from pnas_jobs.storage import open_store
 

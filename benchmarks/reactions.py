@@ -8,6 +8,7 @@ BASELINE (git archive of operator/ and jobs/), with its default 10 s timer (1 s 
 The emulator times each Job's creation; the kubelet times each Job's Complete condition; requests
 are counted on the emulator by User-Agent (the operator's kubernetes client and kopf).
 """
+
 from __future__ import annotations
 
 import json
@@ -24,7 +25,10 @@ from benchmarks.common import REPO, Context, Row
 ROWS = ("9",)  # the row of results.md this module measures
 BASELINE = "774b29d"  # the last commit with the timer-based operator (issue 12's "before")
 NAME = "Operator reactions: Job completed -> next stage's Job created, and API requests per PnasEval per minute"
-SUMMARY = {"results": [{"batchSize": 1, "images": 8, "top1": 50.0, "top5": 87.5, "throughput": 12.5}], "failedImages": 0}
+SUMMARY = {
+    "results": [{"batchSize": 1, "images": 8, "top1": 50.0, "top5": 87.5, "throughput": 12.5}],
+    "failedImages": 0,
+}
 AFTER = ["convert", "shard"], ["infer-bs1"], ["aggregate"]  # each stage's Job waits for the ones before
 
 
@@ -54,24 +58,39 @@ def _baseline_tree(work: Path) -> Path | None:
 def _operator(kubeconfig: str, tree: Path, env: dict[str, str], log: Path) -> subprocess.Popen:
     path = f"{tree / 'jobs'}{os.pathsep}{tree / 'operator'}"
     full = {**os.environ, "KUBECONFIG": kubeconfig, "PYTHONPATH": path, **env}
-    return subprocess.Popen([sys.executable, "-m", "pnas_operator.main", "--all-namespaces"], env=full,
-                            stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=tree)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "pnas_operator.main", "--all-namespaces"],
+        env=full,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        cwd=tree,
+    )
 
 
 def _manifest(name: str, namespace: str) -> dict:
     return {
-        "apiVersion": "pnaseval.io/v1alpha1", "kind": "PnasEval", "metadata": {"name": name, "namespace": namespace},
-        "spec": {"dataset": {"images": "s3://d/val/", "labels": "s3://d/val_label.txt", "shards": 3},
-                 "inference": {"batchSizes": [1]}, "storage": {"uri": "s3://runs", "endpoint": "minio:9000"}},
-    }  # fmt: skip
+        "apiVersion": "pnaseval.io/v1alpha1",
+        "kind": "PnasEval",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "dataset": {"images": "s3://d/val/", "labels": "s3://d/val_label.txt", "shards": 3},
+            "inference": {"batchSizes": [1]},
+            "storage": {"uri": "s3://runs", "endpoint": "minio:9000"},
+        },
+    }
 
 
 def _operator_requests(log: list, namespace: str, start: float, end: float) -> list:
     """The operator's requests in a time window: everything but this benchmark's and the kubelet's,
     on this namespace or cluster-wide (its watches)."""
     job_runner, _ = _support()
-    return [e for e in log if start <= e[0] <= end and e[3] not in ("bench", job_runner.USER_AGENT)
-            and (f"/namespaces/{namespace}/" in e[2] or "/namespaces/" not in e[2])]  # fmt: skip
+    return [
+        e
+        for e in log
+        if start <= e[0] <= end
+        and e[3] not in ("bench", job_runner.USER_AGENT)
+        and (f"/namespaces/{namespace}/" in e[2] or "/namespaces/" not in e[2])
+    ]
 
 
 def _quiet_window(emulator, namespace: str, names: list[str], seconds: float) -> tuple[float, float]:
@@ -86,7 +105,9 @@ def _quiet_window(emulator, namespace: str, names: list[str], seconds: float) ->
     return start, time.monotonic()
 
 
-def _measure(ctx: Context, emulator, tree: Path, namespace: str, env: dict[str, str], evals: int, pod_seconds: float) -> dict:
+def _measure(
+    ctx: Context, emulator, tree: Path, namespace: str, env: dict[str, str], evals: int, pod_seconds: float
+) -> dict:
     """Run `evals` PnasEvals under one operator; the reaction latencies and the operator's request rate."""
     job_runner, _ = _support()
     import kubernetes
@@ -94,11 +115,20 @@ def _measure(ctx: Context, emulator, tree: Path, namespace: str, env: dict[str, 
     api = kubernetes.config.new_client_from_config(config_file=emulator.kubeconfig_path)
     api.user_agent = "bench"  # not counted
     core, custom = kubernetes.client.CoreV1Api(api), kubernetes.client.CustomObjectsApi(api)
-    core.create_namespaced_secret(namespace, job_runner.secret("minio-credentials", namespace, {"accessKey": "a", "secretKey": "b"}))
+    core.create_namespaced_secret(
+        namespace, job_runner.secret("minio-credentials", namespace, {"accessKey": "a", "secretKey": "b"})
+    )
     core.create_namespaced_service_account(namespace, job_runner.service_account("pnas-eval-jobs", namespace))
     runner_api = kubernetes.config.new_client_from_config(config_file=emulator.kubeconfig_path)
-    runner = job_runner.JobRunner(runner_api, namespace, job_runner.clean_env(), workers=3 * evals + 2, execute=False,
-                                  summary=lambda job: json.dumps(SUMMARY), pod_seconds=pod_seconds).start()  # fmt: skip
+    runner = job_runner.JobRunner(
+        runner_api,
+        namespace,
+        job_runner.clean_env(),
+        workers=3 * evals + 2,
+        execute=False,
+        summary=lambda job: json.dumps(SUMMARY),
+        pod_seconds=pod_seconds,
+    ).start()
     process = _operator(emulator.kubeconfig_path, tree, env, ctx.work / f"operator-{namespace}.log")
     try:
         time.sleep(3)  # the operator is up and watching
@@ -107,11 +137,18 @@ def _measure(ctx: Context, emulator, tree: Path, namespace: str, env: dict[str, 
         quiet_seconds = 10.37 if ctx.smoke else 66.37  # every pod at once: the kubelet has a worker per pod
         runner.slow.update({f"{name}-infer-bs1": quiet_seconds for name in names})
         for name in names:
-            custom.create_namespaced_custom_object("pnaseval.io", "v1alpha1", namespace, "pnasevals", _manifest(name, namespace))
+            custom.create_namespaced_custom_object(
+                "pnaseval.io", "v1alpha1", namespace, "pnasevals", _manifest(name, namespace)
+            )
         quiet = _quiet_window(emulator, namespace, names, quiet_seconds)
         deadline = started + 600
         while time.monotonic() < deadline:
-            phases = [custom.get_namespaced_custom_object("pnaseval.io", "v1alpha1", namespace, "pnasevals", n).get("status", {}).get("phase") for n in names]
+            phases = [
+                custom.get_namespaced_custom_object("pnaseval.io", "v1alpha1", namespace, "pnasevals", n)
+                .get("status", {})
+                .get("phase")
+                for n in names
+            ]
             if all(p in ("Succeeded", "Failed") for p in phases):
                 break
             time.sleep(0.2)
@@ -131,15 +168,27 @@ def _measure(ctx: Context, emulator, tree: Path, namespace: str, env: dict[str, 
             made = min(created.get(("jobs", namespace, f"{name}-{s}"), float("nan")) for s in after)
             gaps.append(made - done)
     minutes = (finished - started) / 60
-    return {"gaps": gaps, "requests": len(ours), "per_eval_minute": len(ours) / evals / minutes, "seconds": finished - started,
-            "phases": phases, "steady": len(steady) / evals / ((quiet[1] - quiet[0]) / 60), "quiet": quiet[1] - quiet[0],
-            "kinds": _kinds(ours)}  # fmt: skip
+    return {
+        "gaps": gaps,
+        "requests": len(ours),
+        "per_eval_minute": len(ours) / evals / minutes,
+        "seconds": finished - started,
+        "phases": phases,
+        "steady": len(steady) / evals / ((quiet[1] - quiet[0]) / 60),
+        "quiet": quiet[1] - quiet[0],
+        "kinds": _kinds(ours),
+    }
 
 
 def _kinds(requests: list) -> str:
     """What the requests were, e.g. "status writes 40, Job creations 20, ...": the kinds that matter here."""
-    kinds = {"status writes": ("PATCH", "/status"), "Job creations": ("POST", "/jobs"), "Job lists": ("GET", "/jobs?"),
-             "Events posted": ("POST", "/events"), "Event reads": ("GET", "/events")}  # fmt: skip
+    kinds = {
+        "status writes": ("PATCH", "/status"),
+        "Job creations": ("POST", "/jobs"),
+        "Job lists": ("GET", "/jobs?"),
+        "Events posted": ("POST", "/events"),
+        "Event reads": ("GET", "/events"),
+    }
     counts = {k: sum(1 for _, m, p, _ in requests if m == method and part in p) for k, (method, part) in kinds.items()}
     counts["other"] = len(requests) - sum(counts.values())
     return ", ".join(f"{k} {v}" for k, v in counts.items() if v)
@@ -154,10 +203,14 @@ def run(ctx: Context) -> list[Row]:
         after = _measure(ctx, emulator, REPO, "after", {}, evals, pod_seconds)
         before = None
         if before_tree is not None:
-            before = _measure(ctx, emulator, before_tree, "before", {"PNAS_OPERATOR_RECONCILE_INTERVAL": interval}, evals, pod_seconds)
+            before = _measure(
+                ctx, emulator, before_tree, "before", {"PNAS_OPERATOR_RECONCILE_INTERVAL": interval}, evals, pod_seconds
+            )
     mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
-    measured = (f"{mean(after['gaps']):.2f} s to the next Job (worst {max(after['gaps']):.2f} s); {after['steady']:.1f} requests/PnasEval/min "
-                f"while a stage runs ({after['per_eval_minute']:.1f} over the whole run)")  # fmt: skip
+    measured = (
+        f"{mean(after['gaps']):.2f} s to the next Job (worst {max(after['gaps']):.2f} s); {after['steady']:.1f} requests/PnasEval/min "
+        f"while a stage runs ({after['per_eval_minute']:.1f} over the whole run)"
+    )
     notes = [
         f"{evals} PnasEval(s) at once, 3 shards, batch size 1, each pod {pod_seconds:g} s; same emulator, one namespace per operator.",
         f"After: this code, default settings (watches, safety-net pass every 120 s): {after['requests']} requests in "
@@ -166,11 +219,29 @@ def run(ctx: Context) -> list[Row]:
         "Requests counted: the operator's own client and kopf's (watch connections included); the kubelet's are not.",
     ]
     if before is None:
-        return [Row(ROWS[0], NAME, measured, f"baseline {BASELINE} not available (no git history)", None, "", "next Job within about 1 s", None, notes)]
-    notes.append(f"Before: the operator at {BASELINE} (a {interval} s timer listing Jobs each pass): {before['requests']} requests in "
-                 f"{before['seconds']:.1f} s ({before['kinds']}), phases {before['phases']}.")  # fmt: skip
-    baseline = (f"{mean(before['gaps']):.2f} s (worst {max(before['gaps']):.2f} s); {before['steady']:.1f} requests/PnasEval/min "
-                f"while a stage runs ({before['per_eval_minute']:.1f} over the whole run)")  # fmt: skip
+        return [
+            Row(
+                ROWS[0],
+                NAME,
+                measured,
+                f"baseline {BASELINE} not available (no git history)",
+                None,
+                "",
+                "next Job within about 1 s",
+                None,
+                notes,
+            )
+        ]
+    notes.append(
+        f"Before: the operator at {BASELINE} (a {interval} s timer listing Jobs each pass): {before['requests']} requests in "
+        f"{before['seconds']:.1f} s ({before['kinds']}), phases {before['phases']}."
+    )
+    baseline = (
+        f"{mean(before['gaps']):.2f} s (worst {max(before['gaps']):.2f} s); {before['steady']:.1f} requests/PnasEval/min "
+        f"while a stage runs ({before['per_eval_minute']:.1f} over the whole run)"
+    )
     ratio = mean(before["gaps"]) / mean(after["gaps"])
     met = max(after["gaps"]) <= 1.5
-    return [Row(ROWS[0], NAME, measured, baseline, ratio, f"{ratio:.0f}x faster", "next Job within about 1 s", met, notes)]
+    return [
+        Row(ROWS[0], NAME, measured, baseline, ratio, f"{ratio:.0f}x faster", "next Job within about 1 s", met, notes)
+    ]

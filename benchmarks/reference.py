@@ -10,6 +10,7 @@ limit: ImageNet val's 50,000 assumed), whole shards. The share is in device-seco
 the reference's cost, over 50,000 images at each of the row's batch sizes at onnxruntime's cost. On a cluster
 the reference runs beside the inference Jobs, so the wall-clock time it adds is smaller when nodes are free.
 """
+
 from __future__ import annotations
 
 from benchmarks import backends

@@ -1,4 +1,5 @@
 """results.md (the table, how each figure was measured, what changed to reach the targets) and throughput.png."""
+
 from __future__ import annotations
 
 import os
@@ -82,8 +83,10 @@ def _environment(ctx: Context) -> list[str]:
 
 
 def markdown(ctx: Context, rows: list[Row]) -> str:
-    mode = "`python -m benchmarks --smoke` (tiny sizes: these figures mean nothing)" if ctx.smoke else (
-        "`python -m benchmarks` (`make bench`)"
+    mode = (
+        "`python -m benchmarks --smoke` (tiny sizes: these figures mean nothing)"
+        if ctx.smoke
+        else ("`python -m benchmarks` (`make bench`)")
     )
     lines = [
         "# Benchmarks",
@@ -160,8 +163,12 @@ def plot(ctx: Context, path: Path) -> None:
     cpu = ctx.facts.get("cpu_backends") or {}
     if cpu:
         cores = cpu_count()
-        series.append((f"onnxruntime CPU, {cores} cores (measured)", cpu["onnxruntime"], dict(marker="o", color="tab:blue")))
-        series.append((f"PyTorch eager CPU, {cores} cores (measured)", cpu["torch"], dict(marker="o", color="tab:orange")))
+        series.append(
+            (f"onnxruntime CPU, {cores} cores (measured)", cpu["onnxruntime"], dict(marker="o", color="tab:blue"))
+        )
+        series.append(
+            (f"PyTorch eager CPU, {cores} cores (measured)", cpu["torch"], dict(marker="o", color="tab:orange"))
+        )
     for label, rates, style in series:
         sizes = sorted(rates)
         axes.plot(sizes, [rates[b] for b in sizes], label=label, **style)

@@ -1,4 +1,5 @@
 """`python -m benchmarks [--smoke] [--out DIR] [--gpu] [--only NAME,...]`: run the benchmarks, write the report."""
+
 from __future__ import annotations
 
 import argparse
@@ -31,10 +32,17 @@ ROW_ORDER = ["1", "2a", "2b", "3", "4a", "4b", "5", "6", "7", "8", "9", "10"]
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds: checks that the suite runs (CI)")
-    parser.add_argument("--out", type=Path, help="where results.md and throughput.png go "
-                        "(default: benchmarks/, or a new temporary folder with --smoke)")  # fmt: skip
-    parser.add_argument("--work", type=Path, help="generated data and runs (default: benchmarks/work, "
-                        "or a temporary folder removed afterwards with --smoke)")  # fmt: skip
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="where results.md and throughput.png go (default: benchmarks/, or a new temporary folder with --smoke)",
+    )
+    parser.add_argument(
+        "--work",
+        type=Path,
+        help="generated data and runs (default: benchmarks/work, "
+        "or a temporary folder removed afterwards with --smoke)",
+    )
     parser.add_argument("--gpu", action="store_true", help="also measure onnxruntime CUDA and TensorRT fp16 (row 7)")
     parser.add_argument("--only", help=f"comma-separated subset of: {', '.join(MODULES)}")
     return parser.parse_args(argv)

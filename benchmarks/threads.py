@@ -7,6 +7,7 @@ once, in the same run and on the same machine; a barrier starts the timing only 
 have loaded the model and warmed up, so they compete for the whole measurement. The figure is the two
 processes' images per second added up.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,13 +27,28 @@ PROCESSES = 2
 def _together(ctx: Context, run: Path, threads: int, images: int) -> float:
     """Images/s of PROCESSES loop workers started at once, each with `threads` (0: the runtime's default)."""
     with tempfile.TemporaryDirectory(dir=ctx.work) as tmp:
-        options = dict(run=str(run), index=0, batch_size=ctx.sizes.infer_batch, backend="onnxruntime", device="cpu",
-                       threads=threads, images=images, barrier=tmp, parties=PROCESSES)  # fmt: skip
+        options = dict(
+            run=str(run),
+            index=0,
+            batch_size=ctx.sizes.infer_batch,
+            backend="onnxruntime",
+            device="cpu",
+            threads=threads,
+            images=images,
+            barrier=tmp,
+            parties=PROCESSES,
+        )
         logs = [open(ctx.logs / f"threads-{threads}-{n}.log", "w") for n in range(PROCESSES)]
         workers = []
         for n, log in enumerate(logs):
             (Path(tmp) / f"work-{n}").mkdir()
-            command = [sys.executable, "-m", "benchmarks.worker", "loop", json.dumps({**options, "work": f"{tmp}/work-{n}"})]
+            command = [
+                sys.executable,
+                "-m",
+                "benchmarks.worker",
+                "loop",
+                json.dumps({**options, "work": f"{tmp}/work-{n}"}),
+            ]
             workers.append(subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=log, text=True))
         answers = [worker.communicate()[0] for worker in workers]
         for log in logs:
@@ -48,7 +64,9 @@ def run(ctx: Context) -> list[Row]:
     cpus = cpu_count()
     share = max(1, cpus // PROCESSES)
     images = max(2 * sizes.infer_batch, sizes.timed_images * 2)
-    ctx.log(f"8. {PROCESSES} processes at once: {share} thread(s) each vs the runtime default, {sizes.rounds} round(s) ...")
+    ctx.log(
+        f"8. {PROCESSES} processes at once: {share} thread(s) each vs the runtime default, {sizes.rounds} round(s) ..."
+    )
     best = alternate(
         {
             "matched": lambda: _together(ctx, shared["root"], share, images),

@@ -4,6 +4,7 @@ A fresh process per measurement keeps one runtime's thread pools (PyTorch's Open
 from spinning while the other computes, and lets the caller pin it to one CPU. Each prints one JSON
 line: what it measured.
 """
+
 from __future__ import annotations
 
 import json
@@ -74,7 +75,9 @@ def loop(options: dict) -> dict:
     config = transform.Preprocess.from_dict(shard_record["preprocess"])
     batch_size = options["batch_size"]
     batch = transform.normalize(np.asarray(pixels[np.arange(batch_size) % len(pixels)]), config)
-    session = backend.open(model_path=model_path, device=options["device"], batch_size=batch_size, threads=options["threads"])
+    session = backend.open(
+        model_path=model_path, device=options["device"], batch_size=batch_size, threads=options["threads"]
+    )
     try:
         if options.get("barrier"):  # concurrent workers: time only while all of them compute
             session.infer(batch)
@@ -140,10 +143,16 @@ def shard(options: dict) -> dict:
     before = os.times()
     shard_record = stage.main(
         ShardParams(
-            root=options["run"], images=options["images"], labels=options["labels"], model="pnasnet5large",
-            shards=1, index=0, workers=options["workers"], force=True,
+            root=options["run"],
+            images=options["images"],
+            labels=options["labels"],
+            model="pnasnet5large",
+            shards=1,
+            index=0,
+            workers=options["workers"],
+            force=True,
         )
-    )  # fmt: skip
+    )
     after = os.times()
     cpu = sum(getattr(after, k) - getattr(before, k) for k in ("user", "system", "children_user", "children_system"))
     return {"images": len(shard_record["images"]), "seconds": shard_record["seconds"], "cpu_seconds": cpu}

@@ -1,5 +1,6 @@
 """One family of fixture builders: PnasEval manifests (cluster, local, Ascend), plans, and Jobs
 as the Job controller reports them. Every test that needs a PnasEval starts here."""
+
 from __future__ import annotations
 
 import copy
@@ -27,7 +28,12 @@ def pnaseval(name: str = "eval", namespace: str = "ml", base: dict | None = None
             spec.setdefault(section, {}).update(copy.deepcopy(values))
         else:
             spec[section] = values
-    return {"apiVersion": "pnaseval.io/v1alpha1", "kind": "PnasEval", "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+    return {
+        "apiVersion": "pnaseval.io/v1alpha1",
+        "kind": "PnasEval",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
 
 
 def ascend(**sections) -> dict:
@@ -58,14 +64,26 @@ def planned(data: dict, **options):
     return pnaseval_, make_plan(pnaseval_, pnaseval_.spec.storage.uri, **options)
 
 
-def job(name: str, step: str, *, complete=False, failed=False, succeeded=0, failed_pods=0, active=0,
-        failed_indexes=None, reason="") -> dict:  # fmt: skip
+def job(
+    name: str,
+    step: str,
+    *,
+    complete=False,
+    failed=False,
+    succeeded=0,
+    failed_pods=0,
+    active=0,
+    failed_indexes=None,
+    reason="",
+) -> dict:
     """A Job of `step` as the Job controller reports it (status counters and conditions)."""
     conditions = []
     if complete:
         conditions.append({"type": "Complete", "status": "True"})
     if failed:
-        conditions.append({"type": "Failed", "status": "True", "reason": reason or "BackoffLimitExceeded", "message": "x"})
+        conditions.append(
+            {"type": "Failed", "status": "True", "reason": reason or "BackoffLimitExceeded", "message": "x"}
+        )
     status = {"succeeded": succeeded, "failed": failed_pods, "active": active, "conditions": conditions}
     if failed_indexes is not None:
         status["failedIndexes"] = failed_indexes

@@ -1,4 +1,5 @@
 """Shared fixtures: generated images, planted weights, a loopback S3 server, CLI runner."""
+
 from __future__ import annotations
 
 import os

@@ -11,6 +11,7 @@ run here.
 The ".om" is the ONNX model copied and the stand-in runtime runs it with onnxruntime, so what is tested
 is pnas-eval's side: the model per batch size, the device id, padding, the TXT bytes, the timings.
 """
+
 from __future__ import annotations
 
 import os
@@ -52,13 +53,27 @@ def om_run(sample_set, tmp_path_factory):
     os.environ["PATH"] = f"{root / 'bin'}{os.pathsep}{old_path}"
     try:
         record = convert.main(
-            ConvertParams(root=str(root / "run"), model=TINY_MODEL, weights=str(sample_set["planted"].weights),
-                          target="om", batch_sizes=(4, 5))
-        )  # fmt: skip
+            ConvertParams(
+                root=str(root / "run"),
+                model=TINY_MODEL,
+                weights=str(sample_set["planted"].weights),
+                target="om",
+                batch_sizes=(4, 5),
+            )
+        )
     finally:
         os.environ["PATH"] = old_path
     assert record["om"]["5"]["sha256"] == record["onnx"]["sha256"]  # the stand-in's .om is the ONNX copied
-    shard.main(ShardParams(root=str(root / "run"), images=str(sample_set["images"]), labels=str(sample_set["labels"]), model=TINY_MODEL, shards=2, index=1))
+    shard.main(
+        ShardParams(
+            root=str(root / "run"),
+            images=str(sample_set["images"]),
+            labels=str(sample_set["labels"]),
+            model=TINY_MODEL,
+            shards=2,
+            index=1,
+        )
+    )
     return root / "run"
 
 
@@ -90,8 +105,21 @@ def what_ais_bench_writes(run: Path, index: int, batch_size: int, tmp_path: Path
 
 
 def infer_cli(run: Path, batch_size: int, env: dict, *extra: str):
-    return run_cli("infer", "--root", str(run), "--index", "1", "--batch-size", str(batch_size), "--backend", "ais_bench",
-                   "--device", "npu", *extra, env=env)  # fmt: skip
+    return run_cli(
+        "infer",
+        "--root",
+        str(run),
+        "--index",
+        "1",
+        "--batch-size",
+        str(batch_size),
+        "--backend",
+        "ais_bench",
+        "--device",
+        "npu",
+        *extra,
+        env=env,
+    )
 
 
 @pytest.mark.parametrize("release", ["msit", "tools"])  # summary() and (start, end) pairs | sumary() and durations
@@ -141,7 +169,14 @@ def test_the_default_device_id_is_the_first_logical_one(monkeypatch):
     assert aisbench.default_device_id() == 0
     monkeypatch.setenv("LOCAL_RANK", "1,2")  # dynamic vNPU mode: the plugin's logical ids
     assert aisbench.default_device_id() == 1
-    assert [aisbench.visible_count(v) for v in ("3", "3,5", "0-3", "Ascend310P-0,Ascend310P-1", "", "x")] == [1, 2, 4, 2, None, None]
+    assert [aisbench.visible_count(v) for v in ("3", "3,5", "0-3", "Ascend310P-0,Ascend310P-1", "", "x")] == [
+        1,
+        2,
+        4,
+        2,
+        None,
+        None,
+    ]
 
 
 @pytest.mark.parametrize(
@@ -180,10 +215,19 @@ def test_a_short_last_batch_is_padded_with_its_first_image():
 def test_the_ascend_path_end_to_end_gives_the_planted_accuracy(sample_set, tmp_path):
     """convert (stand-in ATC) -> shard -> infer (stand-in ais_bench on physical NPU 3) -> aggregate."""
     fake_atc.install(tmp_path / "bin")
-    data = tiny("ascend", sample_set["images"], sample_set["labels"], sample_set["planted"].weights, tmp_path / "store",
-                convert={"target": "om"}, inference={"backend": "ais_bench", "device": "npu", "batchSizes": [5]})  # fmt: skip
+    data = tiny(
+        "ascend",
+        sample_set["images"],
+        sample_set["labels"],
+        sample_set["planted"].weights,
+        tmp_path / "store",
+        convert={"target": "om"},
+        inference={"backend": "ais_bench", "device": "npu", "batchSizes": [5]},
+    )
     env = {**ASCEND, "PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}", "ASCEND_VISIBLE_DEVICES": "3"}
-    result = run_cli("run", str(write(tmp_path / "ascend.yaml", data)), "--local", "--workdir", str(tmp_path / "work"), env=env)
+    result = run_cli(
+        "run", str(write(tmp_path / "ascend.yaml", data)), "--local", "--workdir", str(tmp_path / "work"), env=env
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     run = tmp_path / "store" / "test" / "ascend"
     assert (run / layout.accuracy_json(5)).read_text() == metric.seed_json(sample_set["planted"].table())

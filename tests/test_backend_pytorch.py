@@ -1,6 +1,7 @@
 """The PyTorch backend (an entry of the backend registry like any other): the timm model with the
 run's weights, fed the shards' tensors, gives the planted accuracy end to end, and the same scores
 as onnxruntime on the same images up to float rounding."""
+
 from __future__ import annotations
 
 import json
@@ -21,9 +22,18 @@ def scores(tar_path) -> dict[str, np.ndarray]:
 def test_pytorch_gives_the_planted_answer_and_onnxruntimes_scores(sample_set, tmp_path):
     runs = {}
     for backend in ("pytorch", "onnxruntime"):
-        data = tiny(backend, sample_set["images"], sample_set["labels"], sample_set["planted"].weights, tmp_path / "store",
-                    inference={"backend": backend, "batchSizes": [4]}, dataset={"shards": 2})  # fmt: skip
-        result = run_cli("run", str(write(tmp_path / f"{backend}.yaml", data)), "--local", "--workdir", str(tmp_path), "--quiet")
+        data = tiny(
+            backend,
+            sample_set["images"],
+            sample_set["labels"],
+            sample_set["planted"].weights,
+            tmp_path / "store",
+            inference={"backend": backend, "batchSizes": [4]},
+            dataset={"shards": 2},
+        )
+        result = run_cli(
+            "run", str(write(tmp_path / f"{backend}.yaml", data)), "--local", "--workdir", str(tmp_path), "--quiet"
+        )
         assert result.returncode == 0, result.stderr[-2000:]
         runs[backend] = tmp_path / "store" / "test" / backend
     expected = metric.seed_json(sample_set["planted"].table())

@@ -1,4 +1,5 @@
 """Bad input ends with one clear message naming the field or file, exit code 2 and no traceback."""
+
 from __future__ import annotations
 
 import errno
@@ -21,9 +22,20 @@ def assert_clean_failure(result, *fragments):
 
 def shard(tmp_path, images, labels, shards=1, index=0):
     return run_cli(
-        "shard", "--root", str(tmp_path / "run"), "--images", str(images), "--labels", str(labels),
-        "--model", TINY_MODEL, "--shards", str(shards), "--index", str(index),
-    )  # fmt: skip
+        "shard",
+        "--root",
+        str(tmp_path / "run"),
+        "--images",
+        str(images),
+        "--labels",
+        str(labels),
+        "--model",
+        TINY_MODEL,
+        "--shards",
+        str(shards),
+        "--index",
+        str(index),
+    )
 
 
 def test_manifest_with_wrong_fields(tmp_path):
@@ -40,18 +52,25 @@ def test_manifest_with_wrong_fields(tmp_path):
 
 
 def test_missing_labels_file_stops_the_run(sample_set, tmp_path):
-    data = tiny("nolabels", sample_set["images"], tmp_path / "missing.txt", sample_set["planted"].weights, tmp_path / "s")
+    data = tiny(
+        "nolabels", sample_set["images"], tmp_path / "missing.txt", sample_set["planted"].weights, tmp_path / "s"
+    )
     result = run_cli("run", str(write(tmp_path / "m.yaml", data)), "--local", "--workdir", str(tmp_path), "--quiet")
     assert result.returncode == 2
     # the reason on the failure's first line; the log's tail below it
-    assert f"shard[0] failed (exit 2, 1 attempt): spec.dataset.labels: {tmp_path / 'missing.txt'} does not exist\n" in result.stderr
+    assert (
+        f"shard[0] failed (exit 2, 1 attempt): spec.dataset.labels: {tmp_path / 'missing.txt'} does not exist\n"
+        in result.stderr
+    )
     assert "run it again to resume" in result.stderr
 
 
 def test_empty_dataset(tmp_path, sample_set):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "README.txt").write_text("no images here")
-    assert_clean_failure(shard(tmp_path, tmp_path / "empty", sample_set["labels"]), "spec.dataset.images: no images under")
+    assert_clean_failure(
+        shard(tmp_path, tmp_path / "empty", sample_set["labels"]), "spec.dataset.images: no images under"
+    )
 
 
 def test_more_shards_than_images(tmp_path, sample_set):
@@ -74,9 +93,19 @@ def test_infer_before_the_model_exists(tmp_path):
 
 def test_shard_index_comes_from_the_job_environment(tmp_path, sample_set):
     result = run_cli(
-        "shard", "--root", str(tmp_path / "run"), "--images", str(sample_set["images"]), "--labels",
-        str(sample_set["labels"]), "--model", TINY_MODEL, "--shards", "4", env={"JOB_COMPLETION_INDEX": "3"},
-    )  # fmt: skip
+        "shard",
+        "--root",
+        str(tmp_path / "run"),
+        "--images",
+        str(sample_set["images"]),
+        "--labels",
+        str(sample_set["labels"]),
+        "--model",
+        TINY_MODEL,
+        "--shards",
+        "4",
+        env={"JOB_COMPLETION_INDEX": "3"},
+    )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "run" / "shards" / "shard-00003.json").exists()
     assert_clean_failure(
@@ -101,9 +130,18 @@ def first_line(result) -> str:
 @pytest.mark.parametrize(
     "edit, message",
     [
-        (lambda lines: lines + [lines[2].replace(" ", " 1")], "labels.txt:25: ILSVRC2012_val_00000003.JPEG gives class"),
-        (lambda lines: lines[:-1] + [lines[-1].split()[0] + " -1"], "labels.txt:24: class -1 of ILSVRC2012_val_00000024.JPEG is negative"),
-        (lambda lines: lines[:-1] + [lines[-1].split()[0] + " \u0663"], "labels.txt:24: expected '<file name> <class>'"),
+        (
+            lambda lines: lines + [lines[2].replace(" ", " 1")],
+            "labels.txt:25: ILSVRC2012_val_00000003.JPEG gives class",
+        ),
+        (
+            lambda lines: lines[:-1] + [lines[-1].split()[0] + " -1"],
+            "labels.txt:24: class -1 of ILSVRC2012_val_00000024.JPEG is negative",
+        ),
+        (
+            lambda lines: lines[:-1] + [lines[-1].split()[0] + " \u0663"],
+            "labels.txt:24: expected '<file name> <class>'",
+        ),
     ],
     ids=["conflicting-lines", "minus-one", "non-ascii-digit"],
 )
@@ -132,25 +170,50 @@ def test_labels_that_match_no_image(tmp_path, sample_set):
     labels = tmp_path / "labels.txt"
     labels.write_text("".join(f"other_{i}.JPEG {i}\n" for i in range(24)))
     result = shard(tmp_path, sample_set["images"], labels)
-    assert_clean_failure(result, "spec.dataset.labels: none of the 24 images under", "has a label in", "'other_0' on line 1")
+    assert_clean_failure(
+        result, "spec.dataset.labels: none of the 24 images under", "has a label in", "'other_0' on line 1"
+    )
 
 
 def test_a_limit_larger_than_the_data_set(tmp_path, sample_set):
-    result = run_cli("shard", "--root", str(tmp_path / "run"), "--images", str(sample_set["images"]), "--labels",
-                     str(sample_set["labels"]), "--model", TINY_MODEL, "--shards", "1", "--index", "0", "--limit", "100")  # fmt: skip
+    result = run_cli(
+        "shard",
+        "--root",
+        str(tmp_path / "run"),
+        "--images",
+        str(sample_set["images"]),
+        "--labels",
+        str(sample_set["labels"]),
+        "--model",
+        TINY_MODEL,
+        "--shards",
+        "1",
+        "--index",
+        "0",
+        "--limit",
+        "100",
+    )
     assert_clean_failure(result, "spec.dataset.limit is 100 but there are only 24 images under")
 
 
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["run", "x.yaml", "--local", "--workers", "-1"], "pnas-eval run: error: --workers: Input should be greater than or equal to 0"),
-        (["shard", "--root", "r", "--images", "i", "--labels", "l", "--shards", "1", "--workers", "-1"],
-         "pnas-eval shard: error: --workers: Input should be greater than or equal to 1"),
-        (["infer", "--root", "r", "--index", "0", "--batch-size", "0"], "pnas-eval infer: error: --batch-size: Input should be greater than or equal to 1"),
+        (
+            ["run", "x.yaml", "--local", "--workers", "-1"],
+            "pnas-eval run: error: --workers: Input should be greater than or equal to 0",
+        ),
+        (
+            ["shard", "--root", "r", "--images", "i", "--labels", "l", "--shards", "1", "--workers", "-1"],
+            "pnas-eval shard: error: --workers: Input should be greater than or equal to 1",
+        ),
+        (
+            ["infer", "--root", "r", "--index", "0", "--batch-size", "0"],
+            "pnas-eval infer: error: --batch-size: Input should be greater than or equal to 1",
+        ),
     ],
     ids=["run-workers", "shard-workers", "batch-size"],
-)  # fmt: skip
+)
 def test_bad_flags(args, message):
     result = run_cli(*args)
     assert_clean_failure(result)
@@ -211,7 +274,17 @@ def test_a_full_disk_is_bad_input_not_a_retry(tmp_path, monkeypatch, capsys):
     folder.mkdir()
     (folder / "a_0.txt").write_text("0.100000 0.900000 \n")
     (tmp_path / "labels.txt").write_text("a.JPEG 1\n")
-    code = cli.main(["aggregate", "--results", str(folder), "--labels", str(tmp_path / "labels.txt"), "--output", str(tmp_path / "out.json")])
+    code = cli.main(
+        [
+            "aggregate",
+            "--results",
+            str(folder),
+            "--labels",
+            str(tmp_path / "labels.txt"),
+            "--output",
+            str(tmp_path / "out.json"),
+        ]
+    )
     assert code == 2
     assert capsys.readouterr().err.strip() == (
         f"pnas-eval aggregate: error: No space left on device: {tmp_path / 'out.json'}; free some space, then run it again to resume"
@@ -219,13 +292,27 @@ def test_a_full_disk_is_bad_input_not_a_retry(tmp_path, monkeypatch, capsys):
 
 
 def test_an_endpoint_with_a_scheme(tmp_path, sample_set):
-    data = tiny("t", sample_set["images"], sample_set["labels"], sample_set["planted"].weights, "s3://runs/x",
-                storage={"endpoint": "http://127.0.0.1:9000"})  # fmt: skip
-    result = run_cli("run", str(write(tmp_path / "t.yaml", data)), "--local", "--workdir", str(tmp_path / "w"),
-                     env={"MINIO_ACCESS_KEY": "abcd", "MINIO_SECRET_KEY": "efghijkl"})  # fmt: skip
+    data = tiny(
+        "t",
+        sample_set["images"],
+        sample_set["labels"],
+        sample_set["planted"].weights,
+        "s3://runs/x",
+        storage={"endpoint": "http://127.0.0.1:9000"},
+    )
+    result = run_cli(
+        "run",
+        str(write(tmp_path / "t.yaml", data)),
+        "--local",
+        "--workdir",
+        str(tmp_path / "w"),
+        env={"MINIO_ACCESS_KEY": "abcd", "MINIO_SECRET_KEY": "efghijkl"},
+    )
     assert_clean_failure(result)
-    assert first_line(result).startswith("pnas-eval run: storage error: spec.storage.endpoint (or PNAS_STORAGE_ENDPOINT) is "
-                                         "'http://127.0.0.1:9000': give host:port only")  # fmt: skip
+    assert first_line(result).startswith(
+        "pnas-eval run: storage error: spec.storage.endpoint (or PNAS_STORAGE_ENDPOINT) is "
+        "'http://127.0.0.1:9000': give host:port only"
+    )
 
 
 def test_snake_case_fields_are_refused_like_the_crd_does(tmp_path, sample_set):
@@ -236,7 +323,14 @@ def test_snake_case_fields_are_refused_like_the_crd_does(tmp_path, sample_set):
 
 
 def test_a_namespace_that_is_a_path_is_refused(tmp_path, sample_set):
-    data = tiny("t", sample_set["images"], sample_set["labels"], sample_set["planted"].weights, tmp_path / "a" / "b", namespace="../../x")
+    data = tiny(
+        "t",
+        sample_set["images"],
+        sample_set["labels"],
+        sample_set["planted"].weights,
+        tmp_path / "a" / "b",
+        namespace="../../x",
+    )
     result = run_cli("run", str(write(tmp_path / "t.yaml", data)), "--local", "--workdir", str(tmp_path / "w"))
     assert_clean_failure(result, "metadata.namespace: String should match pattern")
     assert not (tmp_path / "x").exists() and not (tmp_path / "w").exists()
@@ -248,5 +342,7 @@ def test_weights_of_another_shape(tmp_path, sample_set):
 
     other = timm.create_model("test_resnet", pretrained=False)
     torch.save(other.state_dict(), tmp_path / "other.pth")
-    result = run_cli("convert", "--root", str(tmp_path / "run"), "--model", TINY_MODEL, "--weights", str(tmp_path / "other.pth"))
+    result = run_cli(
+        "convert", "--root", str(tmp_path / "run"), "--model", TINY_MODEL, "--weights", str(tmp_path / "other.pth")
+    )
     assert_clean_failure(result, f"spec.model.weights: {tmp_path / 'other.pth'} does not fit {TINY_MODEL}")

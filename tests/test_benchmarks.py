@@ -1,4 +1,5 @@
 """The benchmark suite runs (smoke sizes) and writes its table with every row; never a speed."""
+
 from __future__ import annotations
 
 import subprocess

@@ -5,6 +5,7 @@ Every rendered object is validated against the Kubernetes 1.33 schemas; RBAC is 
 what the operator needs, rule by rule; every pod must meet the restricted security profile; no
 credential may appear outside a Secret.
 """
+
 from __future__ import annotations
 
 import base64
@@ -56,7 +57,11 @@ SCENARIOS: dict[str, dict] = {
         },
     },
     "tuned": {
-        "operator": {"reconcile": {"resyncInterval": 2.5, "apiTimeout": 10}, "verbose": True, "nodeSelector": {"role": "system"}},
+        "operator": {
+            "reconcile": {"resyncInterval": 2.5, "apiTimeout": 10},
+            "verbose": True,
+            "nodeSelector": {"role": "system"},
+        },
         "jobs": {
             "serviceAccount": {"name": "evaluator", "annotations": {"iam.example/role": "s3-reader"}},
             "ttlSecondsAfterFinished": 1000000,
@@ -78,7 +83,9 @@ SCENARIOS: dict[str, dict] = {
     },
     "no-rbac": {"rbac": {"create": False}},
     "minio": {"minio": {"enabled": True, "credentials": {"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}}},
-    "service-monitor": {"operator": {"metrics": {"port": 9100, "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}}}},
+    "service-monitor": {
+        "operator": {"metrics": {"port": 9100, "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}}}
+    },
     "subchart-globals": {"global": {"imageRegistry": "registry.example", "storageClass": "fast"}},
     "minio-given-credentials": {
         "minio": {
@@ -89,7 +96,11 @@ SCENARIOS: dict[str, dict] = {
         }
     },
     "minio-existing-secret": {
-        "minio": {"enabled": True, "credentials": {"existingSecret": "my-s3"}, "persistence": {"storageClassName": "fast"}}
+        "minio": {
+            "enabled": True,
+            "credentials": {"existingSecret": "my-s3"},
+            "persistence": {"storageClassName": "fast"},
+        }
     },
 }
 
@@ -218,7 +229,9 @@ def test_the_crd_is_the_generated_one(chart):
     generated = crd.render()
     chart_copy = (CHART / "crds" / "pnaseval.yaml").read_bytes()
     assert chart_copy == (REPO / "crds" / "pnaseval.yaml").read_bytes()
-    assert chart_copy.decode() == generated, "stale: run `pnas-eval crd --write crds/pnaseval.yaml charts/pnas-eval/crds/pnaseval.yaml`"
+    assert chart_copy.decode() == generated, (
+        "stale: run `pnas-eval crd --write crds/pnaseval.yaml charts/pnas-eval/crds/pnaseval.yaml`"
+    )
     assert [c["name"] for c in chart.crds] == ["crds/pnaseval.yaml"]
     assert chart.crds[0]["data"] == generated
     validate(yaml.safe_load(generated))
@@ -234,7 +247,11 @@ def test_rbac_has_no_wildcards(scenario):
 
 def grants(objs: list[dict], account: str, namespace: str) -> dict[str, dict]:
     """What a ServiceAccount may do: {namespace or "cluster": {(group, resource): verbs}}."""
-    roles = {(r["kind"], r["metadata"].get("namespace"), r["metadata"]["name"]): r for r in objs if r["kind"] in ("Role", "ClusterRole")}
+    roles = {
+        (r["kind"], r["metadata"].get("namespace"), r["metadata"]["name"]): r
+        for r in objs
+        if r["kind"] in ("Role", "ClusterRole")
+    }
     out: dict[str, dict] = {}
     for binding in of_kind(objs, "RoleBinding") + of_kind(objs, "ClusterRoleBinding"):
         subject = {"kind": "ServiceAccount", "name": account, "namespace": namespace}
@@ -242,7 +259,9 @@ def grants(objs: list[dict], account: str, namespace: str) -> dict[str, dict]:
             continue
         ref = binding["roleRef"]
         scope = binding["metadata"].get("namespace") or "cluster"
-        role = roles[(ref["kind"], binding["metadata"].get("namespace") if ref["kind"] == "Role" else None, ref["name"])]
+        role = roles[
+            (ref["kind"], binding["metadata"].get("namespace") if ref["kind"] == "Role" else None, ref["name"])
+        ]
         for rule in role["rules"]:
             for group in rule["apiGroups"]:
                 for resource in rule["resources"]:
@@ -276,9 +295,13 @@ def test_the_job_pod_and_event_rules_are_the_calls_the_operator_makes():
     handlers = (REPO / "operator" / "pnas_operator" / "handlers.py").read_text()
     keys = {"job": ("batch", "jobs"), "pod": ("", "pods"), "event": ("", "events")}
     made: dict[tuple[str, str], set[str]] = {("", "events"): {"create", "patch"}}  # kopf.event
-    for verb, kind in re.findall(r"\.(list|create|get|read|watch|patch|delete|replace)_namespaced_(job|pod|event)\b", source):
+    for verb, kind in re.findall(
+        r"\.(list|create|get|read|watch|patch|delete|replace)_namespaced_(job|pod|event)\b", source
+    ):
         made.setdefault(keys[kind], set()).add({"read": "get"}.get(verb, verb))
-    for resource in re.findall(r'@kopf\.index\((?:"batch", )?"v1", "(jobs|pods)"', handlers):  # a watch: list, then watch
+    for resource in re.findall(
+        r'@kopf\.index\((?:"batch", )?"v1", "(jobs|pods)"', handlers
+    ):  # a watch: list, then watch
         made.setdefault(("batch", "jobs") if resource == "jobs" else ("", "pods"), set()).update({"list", "watch"})
     assert made == {key: OPERATOR_RULES[key] for key in made} and set(made) == set(keys.values())
 
@@ -291,7 +314,9 @@ def test_users_may_create_pnasevals_through_the_default_roles():
         if label.startswith("rbac.authorization.k8s.io/aggregate-to-") and value == "true"
     }
     assert labels == {f"rbac.authorization.k8s.io/aggregate-to-{r}" for r in ("view", "edit", "admin")}
-    assert not [r for r in of_kind(objects("existing-service-accounts"), "ClusterRole") if "view" in r["metadata"]["name"]]
+    assert not [
+        r for r in of_kind(objects("existing-service-accounts"), "ClusterRole") if "view" in r["metadata"]["name"]
+    ]
 
 
 def test_no_rbac_when_disabled():
@@ -310,11 +335,18 @@ def test_every_pod_is_restricted(scenario):
 @pytest.mark.parametrize(
     "change, says",
     [
-        (lambda p: p["volumes"].append({"name": "driver", "hostPath": {"path": "/usr/local/Ascend/driver"}}), "hostPath"),
+        (
+            lambda p: p["volumes"].append({"name": "driver", "hostPath": {"path": "/usr/local/Ascend/driver"}}),
+            "hostPath",
+        ),
         (lambda p: p["volumes"].append({"name": "nfs", "nfs": {"server": "x", "path": "/"}}), "type nfs"),
         (lambda p: p.update(hostNetwork=True), "hostNetwork"),
-        (lambda p: [c.pop("seccompProfile", None) for c in (p["securityContext"], p["containers"][0]["securityContext"])],
-         "seccompProfile must be"),
+        (
+            lambda p: [
+                c.pop("seccompProfile", None) for c in (p["securityContext"], p["containers"][0]["securityContext"])
+            ],
+            "seccompProfile must be",
+        ),
         (lambda p: p["securityContext"].update(runAsUser=0), "runAsUser: 0"),
         (lambda p: p["securityContext"].update(sysctls=[{"name": "kernel.msgmax", "value": "1"}]), "kernel.msgmax"),
         (lambda p: p["containers"][0]["securityContext"].pop("allowPrivilegeEscalation"), "allowPrivilegeEscalation"),
@@ -326,7 +358,7 @@ def test_every_pod_is_restricted(scenario):
         (lambda p: p["containers"][0]["securityContext"].update(procMount="Unmasked"), "procMount"),
         (lambda p: p["containers"][0].update(ports=[{"containerPort": 80, "hostPort": 80}]), "hostPort"),
     ],
-)  # fmt: skip
+)
 def test_the_restricted_check_can_fail(change, says):
     """Each rule of the check, broken once on a pod that passes (the operator's)."""
     pod = copy.deepcopy(operator_deployment(objects("default"))["spec"]["template"]["spec"])
@@ -383,15 +415,21 @@ def test_values_reach_the_jobs_through_the_operator_settings(scenario):
     assert (jobs.ascend_driver_path, jobs.scratch_size) == (merged["ascendDriverPath"], merged["scratchSize"])
     assert (jobs.run_as_user, jobs.run_as_group) == (merged["runAsUser"], merged["runAsGroup"])
     assert (jobs.scheduler_name, jobs.queue_name, jobs.priority_class_name) == (
-        merged["schedulerName"], merged["queueName"], merged["priorityClassName"]
+        merged["schedulerName"],
+        merged["queueName"],
+        merged["priorityClassName"],
     )
     resources = merged["resources"]
     assert (jobs.cpu_request, jobs.memory_request, jobs.memory_limit) == (
-        str(resources["requests"]["cpu"]), resources["requests"]["memory"], resources["limits"]["memory"]
+        str(resources["requests"]["cpu"]),
+        resources["requests"]["memory"],
+        resources["limits"]["memory"],
     )
     reconcile = {**defaults["operator"]["reconcile"], **values.get("operator", {}).get("reconcile", {})}
     assert (settings.resync_interval, settings.api_timeout) == (reconcile["resyncInterval"], reconcile["apiTimeout"])
-    accounts = [a for a in of_kind(objs, "ServiceAccount") if a["metadata"]["labels"]["app.kubernetes.io/component"] == "jobs"]
+    accounts = [
+        a for a in of_kind(objs, "ServiceAccount") if a["metadata"]["labels"]["app.kubernetes.io/component"] == "jobs"
+    ]
     if jobs.jobs_service_account:
         (account,) = accounts
         assert account["metadata"]["name"] == jobs.jobs_service_account
@@ -402,27 +440,42 @@ def test_values_reach_the_jobs_through_the_operator_settings(scenario):
 
 
 def test_jobs_service_account_exists_where_jobs_run():
-    for scenario, namespaces in (("default", [NAMESPACE]), ("other-namespace", ["team-a"]), ("cluster-wide", ["team-a", "team-b"])):
+    for scenario, namespaces in (
+        ("default", [NAMESPACE]),
+        ("other-namespace", ["team-a"]),
+        ("cluster-wide", ["team-a", "team-b"]),
+    ):
         objs = objects(scenario)
         name = container_env(operator_deployment(objs))["PNAS_OPERATOR_JOBS_SERVICE_ACCOUNT"]
         found = [a["metadata"]["namespace"] for a in of_kind(objs, "ServiceAccount") if a["metadata"]["name"] == name]
         assert found == namespaces, scenario
-        bound = {s["name"] for b in of_kind(objs, "RoleBinding") + of_kind(objs, "ClusterRoleBinding") for s in b["subjects"]}
+        bound = {
+            s["name"] for b in of_kind(objs, "RoleBinding") + of_kind(objs, "ClusterRoleBinding") for s in b["subjects"]
+        }
         assert name not in bound, "the Jobs need no API access"
 
 
 def test_minio_is_off_by_default_and_complete_when_on():
     assert not [o for o in objects("default") if o["metadata"]["name"].endswith("-minio")]
     objs = objects("minio")
-    kinds = sorted(o["kind"] for o in objs if o["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "minio")
+    kinds = sorted(
+        o["kind"] for o in objs if o["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "minio"
+    )
     assert kinds == ["Deployment", "PersistentVolumeClaim", "Secret", "Service"]
     (service,) = [s for s in of_kind(objs, "Service") if s["metadata"]["name"].endswith("-minio")]
-    assert service["metadata"]["name"] == f"{RELEASE}-minio" and {p["port"] for p in service["spec"]["ports"]} == {9000, 9001}
+    assert service["metadata"]["name"] == f"{RELEASE}-minio" and {p["port"] for p in service["spec"]["ports"]} == {
+        9000,
+        9001,
+    }
     assert f"{RELEASE}-minio.{NAMESPACE}.svc:9000" in notes("minio")
-    pod = [d for d in of_kind(objs, "Deployment") if d["metadata"]["name"].endswith("-minio")][0]["spec"]["template"]["spec"]
+    pod = [d for d in of_kind(objs, "Deployment") if d["metadata"]["name"].endswith("-minio")][0]["spec"]["template"][
+        "spec"
+    ]
     assert {"name": "data", "persistentVolumeClaim": {"claimName": f"{RELEASE}-minio"}} in pod["volumes"]
     assert pod["automountServiceAccountToken"] is False  # MinIO never talks to the API
-    ephemeral = [d for d in of_kind(objects("minio-given-credentials"), "Deployment") if d["metadata"]["name"].endswith("-minio")]
+    ephemeral = [
+        d for d in of_kind(objects("minio-given-credentials"), "Deployment") if d["metadata"]["name"].endswith("-minio")
+    ]
     assert {"name": "data", "emptyDir": {"sizeLimit": "10Gi"}} in ephemeral[0]["spec"]["template"]["spec"]["volumes"]
     assert not of_kind(objects("minio-given-credentials"), "PersistentVolumeClaim")
     (claim,) = of_kind(objects("minio-existing-secret"), "PersistentVolumeClaim")
@@ -431,7 +484,9 @@ def test_minio_is_off_by_default_and_complete_when_on():
 
 def secrets(objs: list[dict]) -> dict[tuple[str, str], dict[str, str]]:
     return {
-        (s["metadata"]["namespace"], s["metadata"]["name"]): {k: base64.b64decode(v).decode() for k, v in s.get("data", {}).items()}
+        (s["metadata"]["namespace"], s["metadata"]["name"]): {
+            k: base64.b64decode(v).decode() for k, v in s.get("data", {}).items()
+        }
         | dict(s.get("stringData", {}))
         for s in of_kind(objs, "Secret")
     }
@@ -439,10 +494,18 @@ def secrets(objs: list[dict]) -> dict[tuple[str, str], dict[str, str]]:
 
 def test_minio_credentials_are_given_never_generated_and_shared_with_the_jobs(chart):
     given = {(NAMESPACE, "minio-credentials"): {"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}}
-    assert secrets(objects("minio")) == secrets(objects("minio-given-credentials")) == given  # the name PnasEvals default to
+    assert (
+        secrets(objects("minio")) == secrets(objects("minio-given-credentials")) == given
+    )  # the name PnasEvals default to
     assert secrets(objects("minio-existing-secret")) == {}
-    minio = [d for d in of_kind(objects("minio-existing-secret"), "Deployment") if d["metadata"]["name"].endswith("-minio")]
-    refs = {e["valueFrom"]["secretKeyRef"]["name"] for e in minio[0]["spec"]["template"]["spec"]["containers"][0]["env"] if "valueFrom" in e}
+    minio = [
+        d for d in of_kind(objects("minio-existing-secret"), "Deployment") if d["metadata"]["name"].endswith("-minio")
+    ]
+    refs = {
+        e["valueFrom"]["secretKeyRef"]["name"]
+        for e in minio[0]["spec"]["template"]["spec"]["containers"][0]["env"]
+        if "valueFrom" in e
+    }
     assert refs == {"my-s3"}
     # stable across renders (helm template, a GitOps sync): nothing random
     again = chart.render(SCENARIOS["minio"], name=RELEASE, namespace=NAMESPACE)
@@ -459,7 +522,9 @@ def test_minio_credentials_are_given_never_generated_and_shared_with_the_jobs(ch
 
 
 def test_metrics_service_and_optional_service_monitor():
-    (service,) = [s for s in of_kind(objects("default"), "Service") if s["metadata"]["name"].endswith("-operator-metrics")]
+    (service,) = [
+        s for s in of_kind(objects("default"), "Service") if s["metadata"]["name"].endswith("-operator-metrics")
+    ]
     assert service["spec"]["ports"] == [{"name": "metrics", "port": 8081, "targetPort": "metrics", "protocol": "TCP"}]
     assert not [o for o in objects("default") if o["kind"] == "ServiceMonitor"]
     (monitor,) = [o for o in objects("service-monitor") if o["kind"] == "ServiceMonitor"]
@@ -494,7 +559,11 @@ def test_no_credential_outside_a_secret(scenario):
         ({"operator": {"image": {"repository": ""}}}, "/operator/image/repository", "minLength"),
         ({"jobs": {"ascendImage": {"tag": ""}}}, "/jobs/ascendImage/tag", "minLength"),
         ({"jobs": {"imagePullPolicy": "Sometimes"}}, "/jobs/imagePullPolicy", "must be one of"),
-        ({"jobs": {"resources": {"requests": {"cpu": "lots"}}}}, "/jobs/resources/requests/cpu", "does not match pattern"),
+        (
+            {"jobs": {"resources": {"requests": {"cpu": "lots"}}}},
+            "/jobs/resources/requests/cpu",
+            "does not match pattern",
+        ),
         ({"jobs": {"resources": {"limits": {"cpu": "2"}}}}, "/jobs/resources/limits", "'cpu' not allowed"),
         ({"jobs": {"runAsUser": 0}}, "/jobs/runAsUser", "minimum"),
         ({"jobs": {"ascendDriverPath": "usr/local/Ascend/driver"}}, "/jobs/ascendDriverPath", "does not match pattern"),
@@ -543,7 +612,11 @@ def _schema_leaves(node: dict, schema: dict, prefix: str = "") -> set[str]:
     if "properties" not in node:
         return {prefix}
     assert node.get("additionalProperties") is False, f"{prefix or 'the top level'} must refuse unknown keys"
-    return {leaf for key, child in node["properties"].items() for leaf in _schema_leaves(child, schema, f"{prefix}.{key}".lstrip("."))}
+    return {
+        leaf
+        for key, child in node["properties"].items()
+        for leaf in _schema_leaves(child, schema, f"{prefix}.{key}".lstrip("."))
+    }
 
 
 def test_every_value_is_documented_and_in_the_schema():
@@ -554,13 +627,21 @@ def test_every_value_is_documented_and_in_the_schema():
     assert _schema_leaves(schema, schema) == set(leaves)
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     defaults = yaml.safe_load((CHART / "values.yaml").read_text())
-    tags = {defaults["operator"]["image"]["tag"], defaults["jobs"]["image"]["tag"], defaults["jobs"]["ascendImage"]["tag"]}
+    tags = {
+        defaults["operator"]["image"]["tag"],
+        defaults["jobs"]["image"]["tag"],
+        defaults["jobs"]["ascendImage"]["tag"],
+    }
     assert (chart["apiVersion"], chart["appVersion"], tags) == ("v2", "0.1.0", {chart["appVersion"]})
 
 
 def test_notes_tell_the_next_commands():
     text = notes("default")
-    for command in (f"kubectl apply -n {NAMESPACE} -f examples/", f"kubectl get pe -n {NAMESPACE} -w", "kubectl describe pe"):
+    for command in (
+        f"kubectl apply -n {NAMESPACE} -f examples/",
+        f"kubectl get pe -n {NAMESPACE} -w",
+        "kubectl describe pe",
+    ):
         assert command in text
     assert "kubectl create secret generic minio-credentials" in text
     assert "never upgrades CRDs" in text and "kubectl apply --server-side -f crds/pnaseval.yaml" in text
@@ -646,7 +727,11 @@ def test_each_image_holds_what_it_runs():
     assert ("ARG", "ONNXRUNTIME=onnxruntime-gpu") in jobs
     ascend = dockerfile("jobs-ascend.Dockerfile")
     args = [a for kind, a in ascend if kind == "ARG"]
-    assert ascend[0][0] == "ARG" and ascend[0][1].startswith("CANN_BASE_IMAGE=") and len(ascend[0][1]) > len("CANN_BASE_IMAGE=")
+    assert (
+        ascend[0][0] == "ARG"
+        and ascend[0][1].startswith("CANN_BASE_IMAGE=")
+        and len(ascend[0][1]) > len("CANN_BASE_IMAGE=")
+    )
     assert dict(ascend)["FROM"] == "${CANN_BASE_IMAGE}"
     assert {"AIS_BENCH_WHEEL", "ACLRUNTIME_WHEEL"} <= {a.split("=")[0] for a in args}
     # The Jobs' `command: [pnas-eval, ...]` bypasses ENTRYPOINT: `pnas-eval` itself must set up CANN

@@ -1,4 +1,5 @@
 """The doctor's cluster checks, pure: a cluster that passes, and one broken in each way, with the fix."""
+
 from __future__ import annotations
 
 import copy
@@ -15,29 +16,61 @@ from pnas_operator.manifests import JobSettings, Owner
 
 def node(name, chip="310P3", npus=4, taints=True) -> dict:
     return {
-        "metadata": {"name": name, "labels": {"accelerator": "huawei-Ascend310P", "node.kubernetes.io/npu.chip.name": chip}},
+        "metadata": {
+            "name": name,
+            "labels": {"accelerator": "huawei-Ascend310P", "node.kubernetes.io/npu.chip.name": chip},
+        },
         "spec": {"taints": [{"key": "huawei.com/Ascend310P", "effect": "NoSchedule"}] if taints else []},
         "status": {"allocatable": {"huawei.com/Ascend310P": str(npus), "cpu": "64"}},
     }
 
 
 def operator(watch="ml") -> dict:
-    command = ["pnas-operator", *(["--namespace", watch] if watch else ["--all-namespaces"]), "--liveness", "http://0.0.0.0:8080/healthz"]
+    command = [
+        "pnas-operator",
+        *(["--namespace", watch] if watch else ["--all-namespaces"]),
+        "--liveness",
+        "http://0.0.0.0:8080/healthz",
+    ]
     return {
         "metadata": {"name": "pnas-eval-operator", "namespace": "pnas-eval"},
-        "spec": {"template": {"spec": {"containers": [{"name": "operator", "command": command,
-                 "env": [{"name": "PNAS_OPERATOR_JOBS_SERVICE_ACCOUNT", "value": "pnas-eval-jobs"}]}]}}},
+        "spec": {
+            "template": {
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "operator",
+                            "command": command,
+                            "env": [{"name": "PNAS_OPERATOR_JOBS_SERVICE_ACCOUNT", "value": "pnas-eval-jobs"}],
+                        }
+                    ]
+                }
+            }
+        },
         "status": {"readyReplicas": 1},
-    }  # fmt: skip
+    }
 
 
 def device_plugin(volcano: bool = False) -> dict:
     """As mind-cluster's build/ascendplugin-310P[-volcano].yaml runs it: flags inside one `bash -c` string."""
     flags = "-volcanoType=true -presetVirtualDevice=true " if volcano else ""
-    container = {"name": "device-plugin-01", "command": ["/bin/bash", "-c", "--"],
-                 "args": [f"device-plugin {flags}-logFile=/var/log/mindx-dl/devicePlugin/devicePlugin.log -logLevel=0"]}
-    return {"metadata": {"name": "ascend-device-plugin3-daemonset-310p" if volcano else "ascend-device-plugin-daemonset", "namespace": "kube-system"},
-            "spec": {"template": {"metadata": {"labels": {"name": "ascend-device-plugin-ds"}}, "spec": {"containers": [container]}}}}  # fmt: skip
+    container = {
+        "name": "device-plugin-01",
+        "command": ["/bin/bash", "-c", "--"],
+        "args": [f"device-plugin {flags}-logFile=/var/log/mindx-dl/devicePlugin/devicePlugin.log -logLevel=0"],
+    }
+    return {
+        "metadata": {
+            "name": "ascend-device-plugin3-daemonset-310p" if volcano else "ascend-device-plugin-daemonset",
+            "namespace": "kube-system",
+        },
+        "spec": {
+            "template": {
+                "metadata": {"labels": {"name": "ascend-device-plugin-ds"}},
+                "spec": {"containers": [container]},
+            }
+        },
+    }
 
 
 def good() -> ClusterSnapshot:
@@ -72,23 +105,51 @@ def _break(change):
 
 BROKEN = {
     "no CRD": (lambda s: setattr(s, "crd", None), "CRD", "kubectl apply --server-side -f crds/pnaseval.yaml"),
-    "an older CRD": (lambda s: s.crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].update(description="old"), "CRD", "kubectl apply"),
+    "an older CRD": (
+        lambda s: s.crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].update(description="old"),
+        "CRD",
+        "kubectl apply",
+    ),
     "no operator": (lambda s: setattr(s, "operators", []), "operator", "helm install"),
-    "an operator for another namespace": (lambda s: setattr(s, "operators", [operator("team-b")]), "operator", "watchNamespace=ml"),
-    "no Secret": (lambda s: setattr(s, "secret_keys", None), "credentials Secret", "kubectl create secret generic minio-credentials -n ml"),
-    "a Secret without secretKey": (lambda s: setattr(s, "secret_keys", {"accessKey", "password"}), "credentials Secret", "--from-literal=secretKey"),
-    "no Jobs' ServiceAccount": (lambda s: setattr(s, "service_accounts", {"default"}), "Jobs' ServiceAccount", "jobs.serviceAccount.namespaces"),
+    "an operator for another namespace": (
+        lambda s: setattr(s, "operators", [operator("team-b")]),
+        "operator",
+        "watchNamespace=ml",
+    ),
+    "no Secret": (
+        lambda s: setattr(s, "secret_keys", None),
+        "credentials Secret",
+        "kubectl create secret generic minio-credentials -n ml",
+    ),
+    "a Secret without secretKey": (
+        lambda s: setattr(s, "secret_keys", {"accessKey", "password"}),
+        "credentials Secret",
+        "--from-literal=secretKey",
+    ),
+    "no Jobs' ServiceAccount": (
+        lambda s: setattr(s, "service_accounts", {"default"}),
+        "Jobs' ServiceAccount",
+        "jobs.serviceAccount.namespaces",
+    ),
     "no NPU node": (lambda s: setattr(s, "nodes", s.nodes[2:]), "nodes", "spec.inference.nodeSelector"),
     "nodes of another chip": (lambda s: setattr(s, "nodes", [node("a", chip="310P1")]), "nodes: chip", "Ascend310P1"),
     "no NPU offered": (lambda s: setattr(s, "nodes", [node("a", npus=0)]), "nodes: resources", "device plugin"),
-    "an untolerated taint": (lambda s: s.nodes[0]["spec"]["taints"].append({"key": "dedicated", "value": "x", "effect": "NoSchedule"})
-                             or s.nodes[1]["spec"]["taints"].append({"key": "dedicated", "value": "x", "effect": "NoSchedule"}),
-                             "nodes: taints", "{key: huawei.com/Ascend310P, operator: Exists, effect: NoSchedule}, {key: dedicated, operator: Exists"),
+    "an untolerated taint": (
+        lambda s: (
+            s.nodes[0]["spec"]["taints"].append({"key": "dedicated", "value": "x", "effect": "NoSchedule"})
+            or s.nodes[1]["spec"]["taints"].append({"key": "dedicated", "value": "x", "effect": "NoSchedule"})
+        ),
+        "nodes: taints",
+        "{key: huawei.com/Ascend310P, operator: Exists, effect: NoSchedule}, {key: dedicated, operator: Exists",
+    ),
     "Kueue queue named but Kueue absent": (lambda s: None, "Kueue", "install Kueue"),
-    "Volcano-mode device plugin": (lambda s: setattr(s, "device_plugins", [device_plugin(volcano=True)]), "device plugin",
-                                   "schedulerName: volcano"),
+    "Volcano-mode device plugin": (
+        lambda s: setattr(s, "device_plugins", [device_plugin(volcano=True)]),
+        "device plugin",
+        "schedulerName: volcano",
+    ),
     "no namespace": (lambda s: setattr(s, "namespace", None), "namespace", "kubectl create namespace ml"),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("case", BROKEN, ids=list(BROKEN))
@@ -119,7 +180,11 @@ def test_fewer_npus_than_parallelism_is_a_warning():
     [
         ({"key": "a", "operator": "Exists"}, {"key": "a", "effect": "NoSchedule"}, True),
         ({"operator": "Exists"}, {"key": "anything", "effect": "NoExecute"}, True),
-        ({"key": "a", "operator": "Equal", "value": "1", "effect": "NoSchedule"}, {"key": "a", "value": "1", "effect": "NoSchedule"}, True),
+        (
+            {"key": "a", "operator": "Equal", "value": "1", "effect": "NoSchedule"},
+            {"key": "a", "value": "1", "effect": "NoSchedule"},
+            True,
+        ),
         ({"key": "a", "operator": "Equal", "value": "1"}, {"key": "a", "value": "2", "effect": "NoSchedule"}, False),
         ({"key": "a", "operator": "Exists", "effect": "NoExecute"}, {"key": "a", "effect": "NoSchedule"}, False),
     ],
@@ -130,14 +195,21 @@ def test_toleration_matching_follows_kubernetes(toleration, taint, expected):
 
 @pytest.mark.parametrize(
     "args, expected",
-    [("device-plugin -volcanoType=true -logLevel=0", True), ("device-plugin -volcanoType", True),
-     ("device-plugin --volcanoType=false", False), ("device-plugin -logLevel=0", False),
-     ("device-plugin -volcanoType=true -volcanoType=false", False), ("device-plugin -volcanoTypeX=true", False)],
-)  # fmt: skip
+    [
+        ("device-plugin -volcanoType=true -logLevel=0", True),
+        ("device-plugin -volcanoType", True),
+        ("device-plugin --volcanoType=false", False),
+        ("device-plugin -logLevel=0", False),
+        ("device-plugin -volcanoType=true -volcanoType=false", False),
+        ("device-plugin -volcanoTypeX=true", False),
+    ],
+)
 def test_volcano_mode_reads_the_flag_as_go_parses_it(args, expected):
     from pnas_operator.cluster_checks import volcano_mode
 
-    daemonset = {"spec": {"template": {"spec": {"containers": [{"command": ["/bin/bash", "-c", "--"], "args": [args]}]}}}}
+    daemonset = {
+        "spec": {"template": {"spec": {"containers": [{"command": ["/bin/bash", "-c", "--"], "args": [args]}]}}}
+    }
     assert volcano_mode(daemonset) is expected
 
 

@@ -6,6 +6,7 @@ place). It applies the manifest, waits for the PnasEval to finish and checks its
 a real cluster shows: scheduling on device-plugin resources, the Job controller's own counters,
 garbage collection of the Jobs when the PnasEval is deleted, and the API server's validation.
 """
+
 from __future__ import annotations
 
 import os
@@ -41,7 +42,9 @@ def test_a_pnaseval_runs_to_success_on_a_real_cluster(api):
     try:
         deadline = time.monotonic() + float(os.environ.get("PNAS_E2E_TIMEOUT", "3600"))
         while time.monotonic() < deadline:
-            status = custom.get_namespaced_custom_object("pnaseval.io", "v1alpha1", namespace, "pnasevals", name).get("status", {})
+            status = custom.get_namespaced_custom_object("pnaseval.io", "v1alpha1", namespace, "pnasevals", name).get(
+                "status", {}
+            )
             if status.get("phase") in ("Succeeded", "Failed"):
                 break
             time.sleep(10)
@@ -51,6 +54,8 @@ def test_a_pnaseval_runs_to_success_on_a_real_cluster(api):
         custom.delete_namespaced_custom_object("pnaseval.io", "v1alpha1", namespace, "pnasevals", name)
     deadline = time.monotonic() + 120
     selector = f"pnaseval.io/name={name}"
-    while api.BatchV1Api().list_namespaced_job(namespace, label_selector=selector).items and time.monotonic() < deadline:
+    while (
+        api.BatchV1Api().list_namespaced_job(namespace, label_selector=selector).items and time.monotonic() < deadline
+    ):
         time.sleep(2)
     assert not api.BatchV1Api().list_namespaced_job(namespace, label_selector=selector).items  # garbage collected

@@ -1,4 +1,5 @@
 """Conversion: export + onnxsim + parity against PyTorch, checkpoints of every kind, ATC."""
+
 from __future__ import annotations
 
 import json
@@ -58,7 +59,9 @@ def test_weights_rewritten_in_place_are_converted_again(tmp_path):
         torch.save(timm.create_model(TINY_MODEL).state_dict(), weights)
         record = convert.main(ConvertParams(root=run, model=TINY_MODEL, weights=str(weights)))
         assert record["weights"]["sha256"] == record["inputs"]["weights_sha256"] == records.sha256_file(weights)
-    assert convert.main(ConvertParams(root=run, model=TINY_MODEL, weights=str(weights)))["timings"] == record["timings"]  # unchanged: skipped
+    assert (
+        convert.main(ConvertParams(root=run, model=TINY_MODEL, weights=str(weights)))["timings"] == record["timings"]
+    )  # unchanged: skipped
 
 
 def test_an_old_1001_class_checkpoint_gets_its_label_offset(tmp_path):
@@ -96,7 +99,9 @@ def test_unknown_model_and_offline_hub_give_one_line_errors(tmp_path):
 
 def test_om_target_without_atc_prints_the_commands(tmp_path):
     with pytest.raises(UserError, match="needs Ascend's ATC") as caught:
-        convert.main(ConvertParams(root=str(tmp_path), model=TINY_MODEL, weights="random", target="om", batch_sizes=(1, 4)))
+        convert.main(
+            ConvertParams(root=str(tmp_path), model=TINY_MODEL, weights="random", target="om", batch_sizes=(1, 4))
+        )
     text = str(caught.value)
     assert "--input_shape=image:4,3,160,160" in text and "--soc_version=Ascend310P3" in text
 
@@ -107,7 +112,16 @@ def test_om_target_with_a_stand_in_atc(tmp_path, monkeypatch):
     fake_atc.install(tmp_path / "bin")
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("ATC_LOG", str(tmp_path / "atc.log"))
-    record = convert.main(ConvertParams(root=str(tmp_path / "run"), model=TINY_MODEL, weights="random", target="om", batch_sizes=(4, 48), soc_version="Ascend910B3"))
+    record = convert.main(
+        ConvertParams(
+            root=str(tmp_path / "run"),
+            model=TINY_MODEL,
+            weights="random",
+            target="om",
+            batch_sizes=(4, 48),
+            soc_version="Ascend910B3",
+        )
+    )
     assert sorted(record["om"]) == ["4", "48"]  # model_bs4_*.om is not model_bs48_*.om
     onnx_bytes = (tmp_path / "run" / layout.ONNX_MODEL).read_bytes()
     assert (tmp_path / "run" / layout.om_model(4)).read_bytes() == onnx_bytes
@@ -124,8 +138,12 @@ def test_an_atc_failure_names_the_batch_size_and_what_atc_said(tmp_path, monkeyp
     atc.write_text("#!/bin/sh\necho 'E19010: soc_version Ascend999 is not supported' >&2\nexit 1\n")
     atc.chmod(0o755)
     monkeypatch.setenv("PATH", f"{atc.parent}{os.pathsep}{os.environ['PATH']}")
-    with pytest.raises(UserError, match=r"atc failed for batch size 4 \(exit 1, wrote no model_bs4.om or model_bs4_\*.om\): E19010"):
-        convert.main(ConvertParams(root=str(tmp_path / "run"), model=TINY_MODEL, weights="random", target="om", batch_sizes=(4,)))
+    with pytest.raises(
+        UserError, match=r"atc failed for batch size 4 \(exit 1, wrote no model_bs4.om or model_bs4_\*.om\): E19010"
+    ):
+        convert.main(
+            ConvertParams(root=str(tmp_path / "run"), model=TINY_MODEL, weights="random", target="om", batch_sizes=(4,))
+        )
 
 
 def test_a_parity_failure_fails_the_stage(tmp_path):

@@ -1,4 +1,5 @@
 """The CRD: generated from the spec model, structural, with rules that compile and mean what they say."""
+
 from __future__ import annotations
 
 import copy
@@ -32,11 +33,16 @@ def structural_problems(schema, path="") -> list[str]:
     if not isinstance(schema, dict):
         return problems
     # the one anyOf Kubernetes allows: x-kubernetes-int-or-string's own pair of types (as for resource.Quantity)
-    int_or_string = schema.get("x-kubernetes-int-or-string") and schema.get("anyOf") == [{"type": "integer"}, {"type": "string"}]
+    int_or_string = schema.get("x-kubernetes-int-or-string") and schema.get("anyOf") == [
+        {"type": "integer"},
+        {"type": "string"},
+    ]
     if "$ref" in schema or "oneOf" in schema or ("anyOf" in schema and not int_or_string):
         problems.append(f"{path}: $ref/anyOf/oneOf")
-    if "type" not in schema and not schema.get("x-kubernetes-int-or-string") and not schema.get(
-        "x-kubernetes-preserve-unknown-fields"
+    if (
+        "type" not in schema
+        and not schema.get("x-kubernetes-int-or-string")
+        and not schema.get("x-kubernetes-preserve-unknown-fields")
     ):
         problems.append(f"{path}: no type")
     if schema.get("additionalProperties") is False:
@@ -157,6 +163,8 @@ def test_conditions_are_a_map_by_type_and_not_in_the_all_category():
     ],
 )
 def test_bad_tolerations_are_refused_on_apply_as_kubernetes_refuses_them(toleration, refused):
-    items = version()["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["inference"]["properties"]["tolerations"]["items"]
+    items = version()["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["inference"]["properties"][
+        "tolerations"
+    ]["items"]
     assert items["properties"]["tolerationSeconds"]["format"] == "int64"
     assert [v["message"] for v in items["x-kubernetes-validations"] if not cel(v["rule"], toleration)] == refused

@@ -1,5 +1,6 @@
 """The per-PnasEval loop's bookkeeping: liveness (a loop that stops turning is found) and the Event
 rate limit. The loop itself runs against the emulator in test_operator_faults.py."""
+
 from __future__ import annotations
 
 import time

@@ -4,6 +4,7 @@ Each example is read by the spec model, checked for a cluster (object storage ev
 validated against the generated CRD as the API server would: its openAPIV3Schema (OpenAPI v3.0:
 boolean exclusiveMinimum, so Draft 4 semantics) and its CEL rules.
 """
+
 from __future__ import annotations
 
 import copy
@@ -93,7 +94,9 @@ def test_the_schema_check_can_fail():
     document["spec"]["inference"]["batchSize"] = [4]  # for batchSizes
     document["spec"]["dataset"]["shards"] = "16"
     document["spec"]["convert"]["parityTolerance"] = 0
-    paths = {".".join(map(str, e.absolute_path)) for e in jsonschema.Draft4Validator(schema).iter_errors(document["spec"])}
+    paths = {
+        ".".join(map(str, e.absolute_path)) for e in jsonschema.Draft4Validator(schema).iter_errors(document["spec"])
+    }
     assert paths == {"inference", "dataset.shards", "convert.parityTolerance"}
 
 
@@ -121,11 +124,18 @@ def test_cluster_example_needs_only_object_storage(path):
 def test_seed_example_is_the_seed_evaluation():
     manifest = load_manifest(REPO / "examples" / "seed-310p.yaml")
     spec = manifest.spec
-    assert (spec.model.name, spec.model.weights, spec.model.opset) == ("pnasnet5large", "s3://models/pnasnet5large.pth", 11)
+    assert (spec.model.name, spec.model.weights, spec.model.opset) == (
+        "pnasnet5large",
+        "s3://models/pnasnet5large.pth",
+        11,
+    )
     assert (spec.convert.target, spec.convert.soc_version) == ("om", "Ascend310P3")
     assert (spec.inference.backend, spec.inference.device) == ("ais_bench", "npu")
     assert spec.inference.batch_sizes == [1, 4, 8, 16, 32, 64]  # the seed's table
-    assert (spec.dataset.images, spec.dataset.labels) == ("s3://datasets/imagenet/val/", "s3://datasets/imagenet/val_label.txt")
+    assert (spec.dataset.images, spec.dataset.labels) == (
+        "s3://datasets/imagenet/val/",
+        "s3://datasets/imagenet/val_label.txt",
+    )
     assert (spec.dataset.shards, spec.inference.parallelism) == (16, 8)
     placement = inference_placement(spec)
     assert placement.resources == {"huawei.com/Ascend310P": 1}

@@ -4,6 +4,7 @@ planted-head sample: onnxruntime against the PyTorch reference (fp32 both: full 
 ais_bench on a float16 model. No NPU or CANN here: the .om comes from the stand-in ATC at upstream's
 default precision (force_fp16, see tests/support/fake_atc.py) and runs on the stand-in runtime, so
 what is tested is pnas-eval's side: the sample, the reference's outputs, the figures and the verdict."""
+
 from __future__ import annotations
 
 import json
@@ -25,6 +26,7 @@ from test_ais_bench import ASCEND
 
 def independent(names, deployed, reference, labels, max_drop):
     """Row by row, no shared helper: agreement with sorted(), accuracy with the seed's own argsort."""
+
     def best(row, k):
         return [c for c, _ in sorted(enumerate(row.tolist()), key=lambda cv: (-cv[1], cv[0]))[:k]]
 
@@ -55,14 +57,18 @@ def test_compare_matches_an_independent_computation(noise, max_drop):
     labels = reference.argmax(axis=1)
     labels[::3] = rng.integers(0, 1000, 100)  # a third of the reference's answers are wrong
     # float16 round trip, as ATC's default precision, plus noise
-    deployed = (reference.astype(np.float16).astype(np.float32) + rng.normal(0, noise, reference.shape)).astype(np.float32)
+    deployed = (reference.astype(np.float16).astype(np.float32) + rng.normal(0, noise, reference.shape)).astype(
+        np.float32
+    )
     names = [f"ILSVRC2012_val_{i:08d}" for i in range(len(labels))]
     got = fidelity.compare(names, deployed, reference, labels, max_drop, batch_size=4)
     want = independent(names, deployed, reference, labels, max_drop)
     assert {k: got[k] for k in want if k not in ("maxAbsDiff", "meanAbsDiff")} == {
         k: v for k, v in want.items() if k not in ("maxAbsDiff", "meanAbsDiff")
     }
-    assert got["maxAbsDiff"] == pytest.approx(want["maxAbsDiff"]) and got["meanAbsDiff"] == pytest.approx(want["meanAbsDiff"])
+    assert got["maxAbsDiff"] == pytest.approx(want["maxAbsDiff"]) and got["meanAbsDiff"] == pytest.approx(
+        want["meanAbsDiff"]
+    )
     assert (got["batchSize"], got["images"]) == (4, 300)
     if noise == 0.0:  # float16 rounding alone: ties among the best scores flip a few top-1 answers
         assert 99.0 <= got["top1Agreement"] < 100.0 and got["maxAbsDiff"] < 1e-2
@@ -71,12 +77,24 @@ def test_compare_matches_an_independent_computation(noise, max_drop):
 def test_identical_outputs_agree_fully():
     scores = np.random.default_rng(1).normal(size=(20, 10)).astype(np.float32)
     got = fidelity.compare(list("abcdefghijklmnopqrst"), scores, scores.copy(), np.zeros(20, np.int64), 0.1, 1)
-    assert (got["top1Agreement"], got["top5Agreement"], got["top1Drop"], got["maxAbsDiff"], got["ok"]) == (100.0, 100.0, 0.0, 0.0, True)
+    assert (got["top1Agreement"], got["top5Agreement"], got["top1Drop"], got["maxAbsDiff"], got["ok"]) == (
+        100.0,
+        100.0,
+        0.0,
+        0.0,
+        True,
+    )
 
 
 @pytest.mark.parametrize(
     "shards, images, limit, sample",
-    [(16, 500, 0, (8,)), (10, 500, 5000, (5,)), (3, 500, 48, (0, 1, 2)), (16, 10000, 0, (2, 6, 10, 14)), (4, 1, 0, (2,))],
+    [
+        (16, 500, 0, (8,)),
+        (10, 500, 5000, (5,)),
+        (3, 500, 48, (0, 1, 2)),
+        (16, 10000, 0, (2, 6, 10, 14)),
+        (4, 1, 0, (2,)),
+    ],
 )
 def test_the_sample_is_whole_shards_spread_over_the_set(shards, images, limit, sample):
     assert plan.sample_shards(shards, images, limit) == sample
@@ -106,33 +124,54 @@ def independent_from_tars(run, batch_size: int, shards: int, labels_file, max_dr
     labels = dict(line.split() for line in Path(labels_file).read_text().splitlines())
     names = sorted(reference)  # the order does not matter to any figure but the list of names
     got = independent(
-        names, np.stack([deployed[n] for n in names]), np.stack([reference[n] for n in names]),
-        [int(labels[f"{n}.JPEG"]) for n in names], max_drop,
-    )  # fmt: skip
+        names,
+        np.stack([deployed[n] for n in names]),
+        np.stack([reference[n] for n in names]),
+        [int(labels[f"{n}.JPEG"]) for n in names],
+        max_drop,
+    )
     return got | {"images": len(names), "disagreements": sorted(got["disagreements"])}
 
 
 def same_figures(report_section: dict, want: dict) -> None:
     got = {k: report_section[k] for k in want} | {"disagreements": sorted(report_section["disagreements"])}
     assert {k: v for k, v in got.items() if "AbsDiff" not in k} == {k: v for k, v in want.items() if "AbsDiff" not in k}
-    assert got["maxAbsDiff"] == pytest.approx(want["maxAbsDiff"]) and got["meanAbsDiff"] == pytest.approx(want["meanAbsDiff"])
+    assert got["maxAbsDiff"] == pytest.approx(want["maxAbsDiff"]) and got["meanAbsDiff"] == pytest.approx(
+        want["meanAbsDiff"]
+    )
 
 
 def test_onnxruntime_agrees_fully_with_the_pytorch_reference(sample_set, tmp_path):
     """The planted-head sample: fp32 against fp32 on the same tensors, so every top-1 is the same."""
-    data = tiny("fid", sample_set["images"], sample_set["labels"], sample_set["planted"].weights, tmp_path / "store",
-                dataset=SMALL, inference={"batchSizes": [1, 4]}, fidelity=FIDELITY)  # fmt: skip
+    data = tiny(
+        "fid",
+        sample_set["images"],
+        sample_set["labels"],
+        sample_set["planted"].weights,
+        tmp_path / "store",
+        dataset=SMALL,
+        inference={"batchSizes": [1, 4]},
+        fidelity=FIDELITY,
+    )
     result = run_cli("run", str(write(tmp_path / "fid.yaml", data)), "--local", "--workdir", str(tmp_path / "work"))
     assert result.returncode == 0, result.stderr[-3000:]
     run = tmp_path / "store" / "test" / "fid"
     report = json.loads((run / layout.REPORT).read_text())
     for row in report["results"]:
         section = row["fidelity"]
-        assert (section["top1Agreement"], section["top1Drop"], section["ok"], section["images"]) == (100.0, 0.0, True, 24)
+        assert (section["top1Agreement"], section["top1Drop"], section["ok"], section["images"]) == (
+            100.0,
+            0.0,
+            True,
+            24,
+        )
         assert section["top1"] == section["referenceTop1"] == row["top1"]  # the whole set is the sample here
         assert (row["top1Agreement"], row["top1Drop"], row["fidelityOk"]) == (100.0, 0.0, True)
         same_figures(section, independent_from_tars(run, row["batchSize"], 2, sample_set["labels"], 0.1))
-    assert set(report["checks"]) == {"conversionParity", "fidelity"} and report["checks"]["fidelity"]["shards"] == [0, 1]
+    assert set(report["checks"]) == {"conversionParity", "fidelity"} and report["checks"]["fidelity"]["shards"] == [
+        0,
+        1,
+    ]
     assert "| agreement % | top-1 drop |" in result.stdout and "100.00 |       0.00 |" in result.stdout
     assert "FIDELITY FAILED" not in result.stderr
     # the status's share of it still fits a 4 KiB termination message at 16 batch sizes
@@ -145,10 +184,14 @@ def plant_near_ties(sample_set, weights: Path, runner_up: float):
     """The sample set's images with a head under which every first-ranked label has a runner-up
     `runner_up` points below it: fp32 keeps them apart, float16 (ulp 2**-7 near the label's score
     of 10) may not."""
-    labels = {n[: -len(".JPEG")]: int(c) for n, c in (line.split() for line in sample_set["labels"].read_text().splitlines())}
+    labels = {
+        n[: -len(".JPEG")]: int(c) for n, c in (line.split() for line in sample_set["labels"].read_text().splitlines())
+    }
     names, config = sorted(labels), transform.resolve(TINY_MODEL)
     crops = demo.crops_of(sample_set["images"], names, config)
-    return demo.plant_head(TINY_MODEL, crops, names, labels, demo.default_ranks(names), weights, config, runner_up=runner_up)
+    return demo.plant_head(
+        TINY_MODEL, crops, names, labels, demo.default_ranks(names), weights, config, runner_up=runner_up
+    )
 
 
 @pytest.fixture(scope="module")
@@ -158,9 +201,17 @@ def float16_run(sample_set, tmp_path_factory):
     root = tmp_path_factory.mktemp("float16")
     weights = plant_near_ties(sample_set, root / "near-ties.pth", runner_up=0.004).weights
     fake_atc.install(root / "bin")
-    data = tiny("fp16", sample_set["images"], sample_set["labels"], weights, root / "store", dataset=SMALL,
-                convert={"target": "om"}, inference={"backend": "ais_bench", "device": "npu", "batchSizes": [4]},
-                fidelity=FIDELITY | {"maxTop1Drop": 0.0})  # fmt: skip
+    data = tiny(
+        "fp16",
+        sample_set["images"],
+        sample_set["labels"],
+        weights,
+        root / "store",
+        dataset=SMALL,
+        convert={"target": "om"},
+        inference={"backend": "ais_bench", "device": "npu", "batchSizes": [4]},
+        fidelity=FIDELITY | {"maxTop1Drop": 0.0},
+    )
     env = {**ASCEND, "PATH": f"{root / 'bin'}{os.pathsep}{os.environ['PATH']}", "FAKE_ATC_PRECISION": "force_fp16"}
     result = run_cli("run", str(write(root / "fp16.yaml", data)), "--local", "--workdir", str(root / "work"), env=env)
     return dict(result=result, run=root / "store" / "test" / "fp16")
@@ -179,14 +230,30 @@ def test_float16_loses_what_an_independent_computation_says_and_the_verdict_foll
     # which check caught what: convert's parity (PyTorch against the fp32 ONNX) passed; the fidelity did not
     assert report["checks"]["conversionParity"]["ok"] is True and report["checks"]["fidelity"]["ok"] is False
     # the same outputs judged with a threshold at the drop: the verdict passes, the figures stay
-    again = run_cli("aggregate", "--root", str(run), "--labels", str(sample_set["labels"]), "--batch-sizes", "4",
-                    "--shards", "2", "--reference-sample", "0,1", "--max-top1-drop", str(want["top1Drop"]))  # fmt: skip
+    again = run_cli(
+        "aggregate",
+        "--root",
+        str(run),
+        "--labels",
+        str(sample_set["labels"]),
+        "--batch-sizes",
+        "4",
+        "--shards",
+        "2",
+        "--reference-sample",
+        "0,1",
+        "--max-top1-drop",
+        str(want["top1Drop"]),
+    )
     assert again.returncode == 0, again.stderr[-2000:]
     passed = json.loads((run / layout.REPORT).read_text())["results"][0]["fidelity"]
-    assert passed["ok"] is True and {k: v for k, v in passed.items() if k != "ok"} == {k: v for k, v in section.items() if k != "ok"}
+    assert passed["ok"] is True and {k: v for k, v in passed.items() if k != "ok"} == {
+        k: v for k, v in section.items() if k != "ok"
+    }
 
 
 # --- the plan and the status: pure -----------------------------------------------------------------
+
 
 def fidelity_plan(**fidelity_spec):
     _, made = planned(pnaseval(inference={"batchSizes": [1, 4]}, fidelity={"reference": "pytorch", **fidelity_spec}))
@@ -210,7 +277,9 @@ def test_the_reference_runs_beside_inference_on_the_sample_and_the_aggregate_wai
 
 
 def status_of(made, jobs, summary=None):
-    return state.derive(made, jobs, None, "2026-12-02T10:00:00Z", 1, summary and Summary.model_validate(summary)).status.dump()
+    return state.derive(
+        made, jobs, None, "2026-12-02T10:00:00Z", 1, summary and Summary.model_validate(summary)
+    ).status.dump()
 
 
 def test_while_the_reference_runs_the_phase_is_inferring_and_progress_follows_inference():
@@ -218,15 +287,25 @@ def test_while_the_reference_runs_the_phase_is_inferring_and_progress_follows_in
     prep = [job("eval", "convert", complete=True, succeeded=1), job("eval", "shard", complete=True, succeeded=4)]
     both = status_of(made, prep + [job("eval", "infer-bs1", succeeded=3, active=1), job("eval", "reference", active=1)])
     assert (both["phase"], both["progress"]) == ("Inferring", "3/4 bs1")
-    inferred = prep + [job("eval", "infer-bs1", complete=True, succeeded=4), job("eval", "infer-bs4", complete=True, succeeded=4)]
+    inferred = prep + [
+        job("eval", "infer-bs1", complete=True, succeeded=4),
+        job("eval", "infer-bs4", complete=True, succeeded=4),
+    ]
     waiting = status_of(made, inferred + [job("eval", "reference", active=1)])
-    assert (waiting["phase"], waiting["message"], waiting["progress"]) == ("Inferring", "reference: 0/1 done", "4/4 bs4")
+    assert (waiting["phase"], waiting["message"], waiting["progress"]) == (
+        "Inferring",
+        "reference: 0/1 done",
+        "4/4 bs4",
+    )
     assert not any(c["type"] == "FidelityOK" for c in waiting["conditions"])
 
 
 def test_a_lost_verdict_is_a_succeeded_run_with_fidelity_ok_false_naming_the_batch_size():
     made = fidelity_plan(maxTop1Drop=0.1)
-    jobs = [job("eval", s, complete=True, succeeded=1) for s in ("convert", "shard", "infer-bs1", "infer-bs4", "reference", "aggregate")]
+    jobs = [
+        job("eval", s, complete=True, succeeded=1)
+        for s in ("convert", "shard", "infer-bs1", "infer-bs4", "reference", "aggregate")
+    ]
     results = [
         {"batchSize": 1, "images": 9, "top1": 81.76, "top1Agreement": 99.1, "top1Drop": 1.02, "fidelityOk": False},
         {"batchSize": 4, "images": 9, "top1": 82.7, "top1Agreement": 99.8, "top1Drop": 0.08, "fidelityOk": True},

@@ -4,6 +4,7 @@ The import contracts live in pyproject.toml ([tool.importlinter]) and import-lin
 import graph; what it cannot see (an import at the top of a module, not inside the function that
 needs it) is checked here with the ast module.
 """
+
 from __future__ import annotations
 
 import ast
@@ -15,7 +16,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 JOBS = sorted((ROOT / "jobs" / "pnas_jobs").rglob("*.py"))
-LINT = [sys.executable, "-c", "import sys; from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())"]
+LINT = [
+    sys.executable,
+    "-c",
+    "import sys; from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())",
+]
 
 
 def lint(*args: str) -> subprocess.CompletedProcess:

@@ -4,6 +4,7 @@ A stop (the first Ctrl-C or SIGTERM) must end the runner and every stage process
 a few seconds, say so, leave no process and no scratch folder behind, and leave a state that the
 next run resumes to the planted answer.
 """
+
 from __future__ import annotations
 
 import os
@@ -23,8 +24,11 @@ from pnas_jobs import layout, metric
 def start(spec: Path, workdir: Path, *options: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "pnas_jobs", "run", str(spec), "--local", "--workdir", str(workdir), *options],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_for(condition, seconds: float = 60.0) -> None:
@@ -49,8 +53,17 @@ def processes_mentioning(text: str) -> list[str]:
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_a_stop_ends_every_process_says_so_and_resumes(sample_set, tmp_path, signum):
-    spec = write(tmp_path / "t.yaml", tiny("t", sample_set["images"], sample_set["labels"], sample_set["planted"].weights,
-                                           tmp_path / "store", inference={"batchSizes": [4]}))  # fmt: skip
+    spec = write(
+        tmp_path / "t.yaml",
+        tiny(
+            "t",
+            sample_set["images"],
+            sample_set["labels"],
+            sample_set["planted"].weights,
+            tmp_path / "store",
+            inference={"batchSizes": [4]},
+        ),
+    )
     runner = start(spec, tmp_path / "work", "--workers", "2")
     wait_for(lambda: list((tmp_path / "store" / "test" / "t" / "shards").glob("*.json")))  # stage processes are at work
     assert processes_mentioning(str(tmp_path / "store"))
@@ -72,8 +85,17 @@ def test_a_stop_ends_every_process_says_so_and_resumes(sample_set, tmp_path, sig
 
 def test_a_second_run_of_the_same_name_waits_then_resumes(sample_set, tmp_path):
     """Also: progress in plain lines when stderr is no terminal, and logs of this run only."""
-    spec = write(tmp_path / "t.yaml", tiny("t", sample_set["images"], sample_set["labels"], sample_set["planted"].weights,
-                                           tmp_path / "store", inference={"batchSizes": [4]}))  # fmt: skip
+    spec = write(
+        tmp_path / "t.yaml",
+        tiny(
+            "t",
+            sample_set["images"],
+            sample_set["labels"],
+            sample_set["planted"].weights,
+            tmp_path / "store",
+            inference={"batchSizes": [4]},
+        ),
+    )
     first = start(spec, tmp_path / "work")
     wait_for(lambda: (tmp_path / "work" / "logs" / "test" / "t" / "run.lock").is_file())
     second = start(spec, tmp_path / "work", "--quiet")

@@ -1,4 +1,5 @@
 """The Job builders: pure, deterministic, and secure by construction."""
+
 from __future__ import annotations
 
 import json
@@ -18,7 +19,10 @@ OWNER = Owner("eval", "ml", "1b4e28ba-2fa1-11d2-883f-0016d3cca427")
 
 def jobs(data, settings=JobSettings()):
     pnaseval_, plan = planned(data, summary_file=manifests.TERMINATION_LOG)
-    return {j["metadata"]["labels"]["pnaseval.io/step"]: j for j in manifests.jobs_for_plan(plan, pnaseval_.spec, OWNER, settings)}
+    return {
+        j["metadata"]["labels"]["pnaseval.io/step"]: j
+        for j in manifests.jobs_for_plan(plan, pnaseval_.spec, OWNER, settings)
+    }
 
 
 def pod(job):
@@ -27,14 +31,25 @@ def pod(job):
 
 def test_names_labels_and_owner():
     built = jobs(pnaseval())
-    assert sorted(j["metadata"]["name"] for j in built.values()) == ["eval-aggregate", "eval-convert", "eval-infer-bs4", "eval-shard"]
+    assert sorted(j["metadata"]["name"] for j in built.values()) == [
+        "eval-aggregate",
+        "eval-convert",
+        "eval-infer-bs4",
+        "eval-shard",
+    ]
     for step, job in built.items():
         labels = job["metadata"]["labels"]
         assert labels["pnaseval.io/name"] == "eval" and labels["app.kubernetes.io/managed-by"] == "pnas-operator"
         assert job["spec"]["template"]["metadata"]["labels"] == labels
         (ref,) = job["metadata"]["ownerReferences"]
-        assert ref == {"apiVersion": "pnaseval.io/v1alpha1", "kind": "PnasEval", "name": "eval", "uid": OWNER.uid,
-                       "controller": True, "blockOwnerDeletion": True}  # fmt: skip
+        assert ref == {
+            "apiVersion": "pnaseval.io/v1alpha1",
+            "kind": "PnasEval",
+            "name": "eval",
+            "uid": OWNER.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
         assert manifests.owned_by(job, OWNER)
         # a PnasEval deleted and created again under the same name: the old one's Jobs are not its own
         assert not manifests.owned_by(job, Owner(OWNER.name, OWNER.namespace, "another-uid"))
@@ -49,10 +64,18 @@ def test_long_names_stay_valid_and_distinct():
 def test_inference_is_an_indexed_job_with_per_index_retries():
     job = jobs(pnaseval(inference={"parallelism": 3}), JobSettings(retries=5))["infer-bs4"]
     spec = job["spec"]
-    assert (spec["completionMode"], spec["completions"], spec["parallelism"], spec["backoffLimitPerIndex"]) == ("Indexed", 4, 3, 5)
+    assert (spec["completionMode"], spec["completions"], spec["parallelism"], spec["backoffLimitPerIndex"]) == (
+        "Indexed",
+        4,
+        3,
+        5,
+    )
     assert "backoffLimit" not in spec
     rules = spec["podFailurePolicy"]["rules"]
-    assert rules[0] == {"action": "FailIndex", "onExitCodes": {"containerName": "infer", "operator": "In", "values": [2]}}
+    assert rules[0] == {
+        "action": "FailIndex",
+        "onExitCodes": {"containerName": "infer", "operator": "In", "values": [2]},
+    }
     assert rules[1]["action"] == "Ignore" and rules[1]["onPodConditions"][0]["type"] == "DisruptionTarget"
     assert pod(job)["restartPolicy"] == "Never"
 
@@ -64,12 +87,19 @@ def test_inference_is_an_indexed_job_with_per_index_retries():
         (pnaseval(inference={"device": "cuda"}), {"memory": "16Gi", "nvidia.com/gpu": "1"}, None, "jobs"),
         (ascend(), {"memory": "16Gi", "huawei.com/Ascend310P": "1"}, CHIP_310P3, "ascend"),
         (
-            ascend(inference={"resources": {"huawei.com/Ascend910": 2}, "nodeSelector": {"pool": "a910"},
-                              "tolerations": [{"key": "npu", "operator": "Exists", "effect": "NoSchedule"}]}),
-            {"memory": "16Gi", "huawei.com/Ascend910": "2"}, {"pool": "a910"}, "ascend",
+            ascend(
+                inference={
+                    "resources": {"huawei.com/Ascend910": 2},
+                    "nodeSelector": {"pool": "a910"},
+                    "tolerations": [{"key": "npu", "operator": "Exists", "effect": "NoSchedule"}],
+                }
+            ),
+            {"memory": "16Gi", "huawei.com/Ascend910": "2"},
+            {"pool": "a910"},
+            "ascend",
         ),
     ],
-)  # fmt: skip
+)
 def test_inference_resources_follow_the_device(data, limits, selector, image):
     settings = JobSettings()
     job = jobs(data, settings)["infer-bs4"]
@@ -97,9 +127,11 @@ def test_every_pod_is_locked_down_and_credentials_come_from_the_secret():
         assert spec["securityContext"]["runAsNonRoot"] is True
         container = spec["containers"][0]
         assert container["securityContext"] == {
-            "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
             "capabilities": {"drop": ["ALL"]},
-        }  # fmt: skip
+        }
         env = {e["name"]: e for e in container["env"]}
         assert env["MINIO_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "my-minio", "key": "accessKey"}
         assert env["MINIO_SECRET_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "my-minio", "key": "secretKey"}
@@ -153,21 +185,33 @@ def test_the_ascend_driver_is_left_to_the_runtime_unless_a_host_path_is_given():
     assert all(e["name"] != "ASCEND_DRIVER_PATH" for e in bare["containers"][0]["env"])
     mounted = pod(jobs(ascend(), JobSettings(ascend_driver_path="/opt/ascend/driver"))["infer-bs4"])
     assert {"name": "ASCEND_DRIVER_PATH", "value": "/opt/ascend/driver"} in mounted["containers"][0]["env"]
-    assert {"name": "ascend-driver", "mountPath": "/opt/ascend/driver", "readOnly": True} in mounted["containers"][0]["volumeMounts"]
-    assert mounted["volumes"][1] == {"name": "ascend-driver", "hostPath": {"path": "/opt/ascend/driver", "type": "Directory"}}
+    assert {"name": "ascend-driver", "mountPath": "/opt/ascend/driver", "readOnly": True} in mounted["containers"][0][
+        "volumeMounts"
+    ]
+    assert mounted["volumes"][1] == {
+        "name": "ascend-driver",
+        "hostPath": {"path": "/opt/ascend/driver", "type": "Directory"},
+    }
     with pytest.raises(ValueError, match="ascend_driver_path"):
         JobSettings(ascend_driver_path="usr/local/Ascend/driver")  # a host path is absolute
 
 
 @pytest.mark.parametrize(
     "data",
-    [pnaseval(), pnaseval(inference={"device": "cuda"}), ascend(), ascend(convert={"socVersion": "Ascend910B3"}),
-     ascend(scheduling={"schedulerName": "volcano", "queueName": "team-a"})],
-)  # fmt: skip
+    [
+        pnaseval(),
+        pnaseval(inference={"device": "cuda"}),
+        ascend(),
+        ascend(convert={"socVersion": "Ascend910B3"}),
+        ascend(scheduling={"schedulerName": "volcano", "queueName": "team-a"}),
+    ],
+)
 def test_every_pod_passes_pod_security_restricted(data):
     for step, job in jobs(data).items():
         template = job["spec"]["template"]
-        assert pod_security.violations(template["spec"], "restricted", template["metadata"].get("annotations")) == [], step
+        assert pod_security.violations(template["spec"], "restricted", template["metadata"].get("annotations")) == [], (
+            step
+        )
     opted_in = jobs(data, JobSettings(ascend_driver_path="/usr/local/Ascend/driver"))
     for step, job in opted_in.items():  # the opt-in costs exactly the hostPath rule, and only on Ascend pods
         found = pod_security.violations(pod(job))
@@ -187,9 +231,12 @@ def test_empty_settings_mean_none(monkeypatch):
 # ------------------------------------------------------------------ scheduling: Kueue, Volcano, priorities
 
 SCHEDULING = {
-    "queueName": "team-a", "priorityClassName": "eval-low", "activeDeadlineSeconds": 7200,
-    "podLabels": {"team": "vision", "pnaseval.io/name": "not-this"}, "podAnnotations": {"example.com/cost-center": "42"},
-}  # fmt: skip
+    "queueName": "team-a",
+    "priorityClassName": "eval-low",
+    "activeDeadlineSeconds": 7200,
+    "podLabels": {"team": "vision", "pnaseval.io/name": "not-this"},
+    "podAnnotations": {"example.com/cost-center": "42"},
+}
 
 
 def test_scheduling_reaches_every_job_and_pod():
@@ -233,14 +280,19 @@ def visible_devices(job) -> dict | None:
 
 @pytest.mark.parametrize(
     "soc, resource",
-    [("Ascend310P3", "huawei.com/Ascend310P"), ("Ascend910B3", "huawei.com/Ascend910"), ("Ascend310", "huawei.com/Ascend310")],
+    [
+        ("Ascend310P3", "huawei.com/Ascend310P"),
+        ("Ascend910B3", "huawei.com/Ascend910"),
+        ("Ascend310", "huawei.com/Ascend310"),
+    ],
 )
 def test_volcano_mode_reads_the_npus_from_the_annotation_volcano_writes(soc, resource):
     built = jobs(ascend(convert={"socVersion": soc}, scheduling={"schedulerName": "volcano"}))
     assert all(pod(job)["schedulerName"] == "volcano" for job in built.values())
     assert visible_devices(built["infer-bs4"]) == {
-        "name": "ASCEND_VISIBLE_DEVICES", "valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{resource}']"}},
-    }  # fmt: skip
+        "name": "ASCEND_VISIBLE_DEVICES",
+        "valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{resource}']"}},
+    }
     assert pod(built["infer-bs4"])["containers"][0]["resources"]["limits"][resource] == "1"
     for step in ("convert", "shard", "aggregate"):  # no NPU asked for: nothing to read
         assert visible_devices(built[step]) is None, step
@@ -250,7 +302,9 @@ def test_volcano_mode_reads_the_npus_from_the_annotation_volcano_writes(soc, res
     "data",
     [
         ascend(),  # the device plugin sets ASCEND_VISIBLE_DEVICES itself
-        ascend(scheduling={"schedulerName": "volcano"}, inference={"resources": {"huawei.com/Ascend310P-2c": 1}}),  # a vNPU
+        ascend(
+            scheduling={"schedulerName": "volcano"}, inference={"resources": {"huawei.com/Ascend310P-2c": 1}}
+        ),  # a vNPU
         pnaseval(inference={"device": "cuda"}, scheduling={"schedulerName": "volcano"}),
     ],
 )

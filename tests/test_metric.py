@@ -1,4 +1,5 @@
 """Top-k accuracy and the seed's JSON, on hand-made score files with known answers."""
+
 from __future__ import annotations
 
 import json
@@ -102,11 +103,26 @@ def test_parse_labels_rejects_garbage():
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("a.JPEG 1\nb.JPEG 2\na.JPEG 3\n", "v.txt:3: a.JPEG gives class 3, but line 1 gave class 1: one line per image"),
-        ("a.JPEG 1\nb.JPEG 2\na.png 1\n", "v.txt:3: a.png repeats line 1 gave class 1"),  # the seed keys names without extension
-        ("a.JPEG 1\nb.JPEG -1\n", "v.txt:2: class -1 of b.JPEG is negative"),  # not the background class of a 1001-class model
-        ("a.JPEG 1\nb.JPEG \u0663\n", "v.txt:2: expected '<file name> <class>'"),  # ARABIC-INDIC DIGIT THREE: int() takes it
-        ("a.JPEG 1\nb.JPEG \u00b3\n", "v.txt:2: expected '<file name> <class>'"),  # SUPERSCRIPT THREE: isdigit(), not int()
+        (
+            "a.JPEG 1\nb.JPEG 2\na.JPEG 3\n",
+            "v.txt:3: a.JPEG gives class 3, but line 1 gave class 1: one line per image",
+        ),
+        (
+            "a.JPEG 1\nb.JPEG 2\na.png 1\n",
+            "v.txt:3: a.png repeats line 1 gave class 1",
+        ),  # the seed keys names without extension
+        (
+            "a.JPEG 1\nb.JPEG -1\n",
+            "v.txt:2: class -1 of b.JPEG is negative",
+        ),  # not the background class of a 1001-class model
+        (
+            "a.JPEG 1\nb.JPEG \u0663\n",
+            "v.txt:2: expected '<file name> <class>'",
+        ),  # ARABIC-INDIC DIGIT THREE: int() takes it
+        (
+            "a.JPEG 1\nb.JPEG \u00b3\n",
+            "v.txt:2: expected '<file name> <class>'",
+        ),  # SUPERSCRIPT THREE: isdigit(), not int()
     ],
     ids=["conflict", "duplicate", "minus-one", "arabic-indic-digit", "superscript-digit"],
 )
@@ -132,5 +148,7 @@ def test_classes_outside_the_model_are_named_by_line(classes, bad):
 def test_results_with_unknown_images_are_refused(tmp_path):
     labels_path = write_folder(tmp_path / "res", {"known": [1, 2], "stranger": [2, 1]}, {"known": 0})
     out = tmp_path / "out.json"
-    result = run_cli("aggregate", "--results", str(tmp_path / "res"), "--labels", str(labels_path), "--output", str(out))
+    result = run_cli(
+        "aggregate", "--results", str(tmp_path / "res"), "--labels", str(labels_path), "--output", str(out)
+    )
     assert result.returncode == 2 and "1 results have no label" in result.stderr and not out.exists()

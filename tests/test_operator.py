@@ -6,6 +6,7 @@ What only a real cluster shows (scheduling, the device plugin, garbage collectio
 own validation and pruning) is left to tests/test_cluster_e2e.py; here the status is checked to be
 fully declared in the CRD's schema, since kmock would not prune what a real API server drops.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -43,13 +44,21 @@ class Operator:
 
     def start(self) -> None:
         self.starts += 1
-        env = {**clean_env(), "KUBECONFIG": self.kubeconfig, "PNAS_OPERATOR_JOBS_IMAGE": "registry.test/pnas-eval/jobs:ci",
-               "PNAS_OPERATOR_PROBE_PORT": str(self.probe_port), **self.env}  # fmt: skip
+        env = {
+            **clean_env(),
+            "KUBECONFIG": self.kubeconfig,
+            "PNAS_OPERATOR_JOBS_IMAGE": "registry.test/pnas-eval/jobs:ci",
+            "PNAS_OPERATOR_PROBE_PORT": str(self.probe_port),
+            **self.env,
+        }
         log = open(self.log_dir / f"operator-{self.starts}.log", "w")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "pnas_operator.main", "--all-namespaces", "--liveness", self.health],
-            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
-        )  # fmt: skip
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
 
     def kill(self) -> None:
         self.process.kill()
@@ -77,7 +86,9 @@ def operator_cluster(s3, sample_set, work: Path, env: dict[str, str]):
     emulator = KmockThread(port=None).start()
     api = kubernetes.config.new_client_from_config(config_file=emulator.kubeconfig_path)
     core = kubernetes.client.CoreV1Api(api)
-    core.create_namespaced_secret(NS, secret("minio-credentials", NS, {"accessKey": s3.access_key, "secretKey": s3.secret_key}))
+    core.create_namespaced_secret(
+        NS, secret("minio-credentials", NS, {"accessKey": s3.access_key, "secretKey": s3.secret_key})
+    )
     core.create_namespaced_service_account(NS, service_account("pnas-eval-jobs", NS))  # as the chart makes it
     runner = JobRunner(api, NS, env).start()
     operator = Operator(emulator.kubeconfig_path, work)
@@ -100,10 +111,16 @@ def cluster(s3, sample_set, tmp_path_factory):
 def pnaseval(name: str, s3, batch_sizes=(1,), **sections) -> dict:
     """The tiny model on the bucket the cluster fixture filled, 3 shards, 3 pods at once."""
     data = tiny(
-        name, "s3://datasets/operator/val/", "s3://datasets/operator/val_label.txt", "s3://models/operator/planted.pth",
-        "s3://runs/cluster", namespace=NS, storage={"endpoint": s3.endpoint},
-        inference={"batchSizes": list(batch_sizes), "parallelism": 3}, **sections,
-    )  # fmt: skip
+        name,
+        "s3://datasets/operator/val/",
+        "s3://datasets/operator/val_label.txt",
+        "s3://models/operator/planted.pth",
+        "s3://runs/cluster",
+        namespace=NS,
+        storage={"endpoint": s3.endpoint},
+        inference={"batchSizes": list(batch_sizes), "parallelism": 3},
+        **sections,
+    )
     parse_manifest(data)  # what the API server's schema and CEL rules would check on apply
     return data
 
@@ -126,14 +143,17 @@ def wait_for(check, timeout=240, what="condition", cluster=None):
             raise AssertionError(f"the operator exited ({process.returncode}):\n{cluster['operator'].log()[-3000:]}")
         time.sleep(0.3)
     detail = cluster["operator"].log()[-3000:] if cluster else ""
-    raise AssertionError(f"timed out waiting for {what}\n{detail}\nrunner errors: {cluster and cluster['runner'].errors}")
+    raise AssertionError(
+        f"timed out waiting for {what}\n{detail}\nrunner errors: {cluster and cluster['runner'].errors}"
+    )
 
 
 def finished(cluster, name) -> dict:
     return wait_for(
         lambda: (o := get(cluster, name)).get("status", {}).get("phase") in ("Succeeded", "Failed") and o,
-        what=f"{name} to finish", cluster=cluster,
-    )  # fmt: skip
+        what=f"{name} to finish",
+        cluster=cluster,
+    )
 
 
 def jobs_of(cluster, name) -> dict[str, dict]:
@@ -176,20 +196,43 @@ def test_apply_to_succeeded_with_the_planted_accuracy(cluster):
     assert status["phase"] == "Succeeded", status
     expected = expected_percentages(planted)
     assert [(r["batchSize"], r["images"], r["top1"], r["top5"]) for r in status["results"]] == [
-        (1, 24, expected["top1"], expected["top5"]), (4, 24, expected["top1"], expected["top5"])
-    ]  # fmt: skip
-    assert all(r["throughput"] > 0 and r["json"].startswith("s3://runs/cluster/evals/happy/") for r in status["results"])
-    assert status["shards"] == {"total": 3, "succeeded": 3, "failed": 0, "active": 0} and status["progress"] == "3/3 bs4"
+        (1, 24, expected["top1"], expected["top5"]),
+        (4, 24, expected["top1"], expected["top5"]),
+    ]
+    assert all(
+        r["throughput"] > 0 and r["json"].startswith("s3://runs/cluster/evals/happy/") for r in status["results"]
+    )
+    assert (
+        status["shards"] == {"total": 3, "succeeded": 3, "failed": 0, "active": 0} and status["progress"] == "3/3 bs4"
+    )
     assert [s["phase"] for s in status["stages"]] == ["Succeeded"] * 6
     ready = status["conditions"][0]
-    assert (ready["type"], ready["status"], ready.get("observedGeneration")) == ("Ready", "True", body["metadata"].get("generation"))
+    assert (ready["type"], ready["status"], ready.get("observedGeneration")) == (
+        "Ready",
+        "True",
+        body["metadata"].get("generation"),
+    )
     assert status["startTime"] <= status["completionTime"]
-    assert undeclared(status, crd.definition()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]) == []
+    assert (
+        undeclared(status, crd.definition()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"])
+        == []
+    )
 
     jobs = jobs_of(cluster, "happy")
-    assert sorted(jobs) == ["happy-aggregate", "happy-convert", "happy-infer-bs1", "happy-infer-bs4", "happy-preflight", "happy-shard"]
+    assert sorted(jobs) == [
+        "happy-aggregate",
+        "happy-convert",
+        "happy-infer-bs1",
+        "happy-infer-bs4",
+        "happy-preflight",
+        "happy-shard",
+    ]
     preflight = next(c for c in status["conditions"] if c["type"] == "Preflight")
-    assert (preflight["status"], preflight["reason"], preflight["message"]) == ("True", "Passed", "storage and data checked")
+    assert (preflight["status"], preflight["reason"], preflight["message"]) == (
+        "True",
+        "Passed",
+        "storage and data checked",
+    )
     for job in jobs.values():
         (ref,) = job["metadata"]["ownerReferences"]
         assert (ref["kind"], ref["name"], ref["uid"]) == ("PnasEval", "happy", body["metadata"]["uid"])
@@ -199,15 +242,20 @@ def test_apply_to_succeeded_with_the_planted_accuracy(cluster):
     assert reasons().count("StageStarted") == 6
 
     client = s3.client()
-    assert client.get_object("runs", "cluster/evals/happy/result_bs4.json").read().decode() == metric.seed_json(planted.table())
+    assert client.get_object("runs", "cluster/evals/happy/result_bs4.json").read().decode() == metric.seed_json(
+        planted.table()
+    )
     assert urllib.request.urlopen(cluster["operator"].health, timeout=5).status == 200
 
     # spec.cleanup: deleting the PnasEval starts a Job (named after its uid) that deletes the run's objects in storage
     kubernetes.client.CustomObjectsApi(cluster["api"]).delete_namespaced_custom_object(G, V, NS, P, "happy")
     uid = body["metadata"]["uid"]
     wait_for(lambda: f"happy-cleanup-{uid[:8]}" in cluster["runner"].started, what="the cleanup Job", cluster=cluster)
-    wait_for(lambda: not list(client.list_objects("runs", prefix="cluster/evals/happy/", recursive=True)),
-             what="the run's objects to be deleted", cluster=cluster)  # fmt: skip
+    wait_for(
+        lambda: not list(client.list_objects("runs", prefix="cluster/evals/happy/", recursive=True)),
+        what="the run's objects to be deleted",
+        cluster=cluster,
+    )
 
 
 def test_operator_restart_mid_inference_resumes_without_duplicates(cluster):
@@ -224,7 +272,13 @@ def test_operator_restart_mid_inference_resumes_without_duplicates(cluster):
     status = finished(cluster, "restart")["status"]
     assert status["phase"] == "Succeeded"
     after = jobs_of(cluster, "restart")
-    assert sorted(after) == ["restart-aggregate", "restart-convert", "restart-infer-bs1", "restart-preflight", "restart-shard"]
+    assert sorted(after) == [
+        "restart-aggregate",
+        "restart-convert",
+        "restart-infer-bs1",
+        "restart-preflight",
+        "restart-shard",
+    ]
     assert {n: after[n]["metadata"]["uid"] for n in before} == before
     assert status["results"][0]["top1"] == expected_percentages(cluster["planted"])["top1"]
     assert len([p for p in runner.pods if p[0] == "restart-infer-bs1"]) == 3
@@ -253,8 +307,18 @@ def test_a_shard_that_fails_for_good_fails_the_evaluation_naming_it(cluster):
     assert status["failedShards"] == [2]
     assert "infer-bs1 failed (shards 2): FailedIndexes" in status["message"]
     assert status["conditions"][0]["status"] == "False"
-    assert sorted(jobs_of(cluster, "broken")) == ["broken-convert", "broken-infer-bs1", "broken-preflight", "broken-shard"]  # nothing after
-    wait_for(lambda: any(r == "StageFailed" and "shards 2" in m for r, m in events_of(cluster, "broken")), 20, "a StageFailed event", cluster)
+    assert sorted(jobs_of(cluster, "broken")) == [
+        "broken-convert",
+        "broken-infer-bs1",
+        "broken-preflight",
+        "broken-shard",
+    ]  # nothing after
+    wait_for(
+        lambda: any(r == "StageFailed" and "shards 2" in m for r, m in events_of(cluster, "broken")),
+        20,
+        "a StageFailed event",
+        cluster,
+    )
 
 
 def test_a_dataset_prefix_without_images_stops_the_run_at_the_preflight(cluster):
@@ -264,7 +328,9 @@ def test_a_dataset_prefix_without_images_stops_the_run_at_the_preflight(cluster)
     status = finished(cluster, "no-images")["status"]
     preflight = next(c for c in status["conditions"] if c["type"] == "Preflight")
     assert (status["phase"], preflight["status"], preflight["reason"]) == ("Failed", "False", "ProblemsFound")
-    assert preflight["message"].startswith("problem: dataset: images: spec.dataset.images: no images under s3://datasets/operator/nothing-here/")
+    assert preflight["message"].startswith(
+        "problem: dataset: images: spec.dataset.images: no images under s3://datasets/operator/nothing-here/"
+    )
     assert status["message"].startswith("preflight found problems: problem: dataset: images")
     assert sorted(jobs_of(cluster, "no-images")) == ["no-images-preflight"]  # nothing converted or sharded
     assert [c for j, _, c in cluster["runner"].pods if j == "no-images-preflight"] == [2]  # exit 2: not retried
@@ -284,12 +350,19 @@ def test_plan_prints_the_jobs_the_operator_creates(tmp_path, cluster):
     data = pnaseval("planned", cluster["s3"], batch_sizes=(1, 4))
     path = tmp_path / "planned.yaml"
     path.write_text(yaml.safe_dump(data))
-    result = subprocess.run([sys.executable, "-m", "pnas_jobs", "plan", str(path)], capture_output=True, text=True, cwd=REPO)
+    result = subprocess.run(
+        [sys.executable, "-m", "pnas_jobs", "plan", str(path)], capture_output=True, text=True, cwd=REPO
+    )
     assert result.returncode == 0, result.stderr
     printed = list(yaml.safe_load_all(result.stdout))
     assert [j["metadata"]["name"] for j in printed] == [
-        "planned-preflight", "planned-convert", "planned-shard", "planned-infer-bs1", "planned-infer-bs4", "planned-aggregate"
-    ]  # fmt: skip
+        "planned-preflight",
+        "planned-convert",
+        "planned-shard",
+        "planned-infer-bs1",
+        "planned-infer-bs4",
+        "planned-aggregate",
+    ]
     assert all(j["kind"] == "Job" for j in printed)
     assert os.environ.get("MINIO_SECRET_KEY") is None and cluster["s3"].secret_key not in result.stdout
 
@@ -302,11 +375,19 @@ def test_fidelity_runs_the_reference_beside_inference_and_shows_the_verdict(clus
     status = body["status"]
     assert status["phase"] == "Succeeded", status
     (result,) = status["results"]
-    assert (result["top1Agreement"], result["top1Drop"], result["fidelityOk"], status["worstAgreement"]) == (100.0, 0.0, True, 100.0)
+    assert (result["top1Agreement"], result["top1Drop"], result["fidelityOk"], status["worstAgreement"]) == (
+        100.0,
+        0.0,
+        True,
+        100.0,
+    )
     fidelity_ok = next(c for c in status["conditions"] if c["type"] == "FidelityOK")
     assert (fidelity_ok["status"], fidelity_ok["reason"]) == ("True", "WithinMaxTop1Drop")
     assert status["progress"] == "3/3 bs4" and [s["name"] for s in status["stages"]][-2:] == ["reference", "aggregate"]
-    assert undeclared(status, crd.definition()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]) == []
+    assert (
+        undeclared(status, crd.definition()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"])
+        == []
+    )
     reference = jobs_of(cluster, "faithful")["faithful-reference"]["spec"]
     # 3 shards of (assumed) 50,000 images: one whole shard holds the 8 images asked for, the middle one
     assert (reference["completions"], reference["completionMode"]) == (1, "Indexed")

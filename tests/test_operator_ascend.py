@@ -8,6 +8,7 @@ container does not have.
   the downward API, and the stage still opens logical device 0;
 - a 910B cluster without Volcano: the device plugin's physical id "3", device 0 inside.
 """
+
 from __future__ import annotations
 
 import os
@@ -32,7 +33,9 @@ def ascend_cluster(s3, sample_set, tmp_path_factory):
     env = {
         **base,
         "PATH": f"{work / 'bin'}{os.pathsep}{base['PATH']}",
-        "PYTHONPATH": os.pathsep.join([str(SUPPORT / "fake_ais_bench"), str(SUPPORT / "fake_aclruntime"), base.get("PYTHONPATH", "")]),
+        "PYTHONPATH": os.pathsep.join(
+            [str(SUPPORT / "fake_ais_bench"), str(SUPPORT / "fake_aclruntime"), base.get("PYTHONPATH", "")]
+        ),
         "FAKE_AIS_LOG": str(work / "ais.log"),
     }
     with operator_cluster(s3, sample_set, work, env) as running:
@@ -41,11 +44,18 @@ def ascend_cluster(s3, sample_set, tmp_path_factory):
 
 def ascend_eval(name: str, cluster, soc: str, shards: int, **sections) -> dict:
     data = tiny(
-        name, "s3://datasets/operator/val/", "s3://datasets/operator/val_label.txt", "s3://models/operator/planted.pth",
-        "s3://runs/cluster", namespace=NS, storage={"endpoint": cluster["s3"].endpoint},
-        convert={"target": "om", "socVersion": soc}, dataset={"shards": shards},
-        inference={"backend": "ais_bench", "device": "npu", "batchSizes": [4], "parallelism": 2}, **sections,
-    )  # fmt: skip
+        name,
+        "s3://datasets/operator/val/",
+        "s3://datasets/operator/val_label.txt",
+        "s3://models/operator/planted.pth",
+        "s3://runs/cluster",
+        namespace=NS,
+        storage={"endpoint": cluster["s3"].endpoint},
+        convert={"target": "om", "socVersion": soc},
+        dataset={"shards": shards},
+        inference={"backend": "ais_bench", "device": "npu", "batchSizes": [4], "parallelism": 2},
+        **sections,
+    )
     parse_manifest(data)  # what the API server's schema and CEL rules would check on apply
     return data
 
@@ -59,7 +69,9 @@ def check_succeeded(cluster, name: str) -> dict:
     status = finished(cluster, name)["status"]
     assert status["phase"] == "Succeeded", status
     expected = expected_percentages(cluster["planted"])
-    assert [(r["images"], r["top1"], r["top5"]) for r in status["results"]] == [(24, expected["top1"], expected["top5"])]
+    assert [(r["images"], r["top1"], r["top5"]) for r in status["results"]] == [
+        (24, expected["top1"], expected["top5"])
+    ]
     return jobs_of(cluster, name)
 
 

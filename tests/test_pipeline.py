@@ -4,6 +4,7 @@ The dataset holds the 24 planted images plus the kinds of trouble real data brin
 JPEG, an image with no label, and a label for an image that does not exist. The accuracy must be
 exactly the planted one over the usable images, and every problem must be recorded.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -31,9 +32,7 @@ def completed_run(sample_set, tmp_path_factory):
     labels.write_text(
         sample_set["labels"].read_text() + "ILSVRC2012_val_00000900.JPEG 7\nILSVRC2012_val_00000999.JPEG 3\n"
     )
-    spec = write(
-        root / "pnaseval.yaml", tiny("tiny", images, labels, sample_set["planted"].weights, root / "store")
-    )
+    spec = write(root / "pnaseval.yaml", tiny("tiny", images, labels, sample_set["planted"].weights, root / "store"))
     first = run_cli("run", str(spec), "--local", "--workdir", str(root / "work"), "--workers", "2", check=True)
     run_root = root / "store" / "test" / "tiny"
     return dict(root=root, spec=spec, run=run_root, stdout=first.stdout, labels=labels, images=images)
@@ -69,7 +68,10 @@ def test_report_has_counts_checksums_and_timings(completed_run):
         timing = result["timing"]
         assert timing["throughput"] > 0 and timing["endToEnd"] > 0
         assert timing["batches"] == sum(-(-n // result["batchSize"]) for n in (9, 9, 6))
-        assert result["throughput"] == round(timing["throughput"], 2) and result["json"] == f"result_bs{result['batchSize']}.json"
+        assert (
+            result["throughput"] == round(timing["throughput"], 2)
+            and result["json"] == f"result_bs{result['batchSize']}.json"
+        )
     assert report["timings"]["aggregate_s"] > 0
 
 
@@ -94,9 +96,14 @@ def test_rerun_resumes_without_recomputing(completed_run):
     markers = sorted(completed_run["run"].glob("**/shard-*.json")) + [completed_run["run"] / layout.CONVERT_RECORD]
     before = {p: p.stat().st_mtime_ns for p in markers}
     again = run_cli(
-        "run", str(completed_run["spec"]), "--local", "--workdir", str(completed_run["root"] / "work"), "--quiet",
+        "run",
+        str(completed_run["spec"]),
+        "--local",
+        "--workdir",
+        str(completed_run["root"] / "work"),
+        "--quiet",
         check=True,
-    )  # fmt: skip
+    )
     assert {p: p.stat().st_mtime_ns for p in markers} == before
     assert again.stdout.split("report:")[0] == completed_run["stdout"].split("report:")[0]
 
@@ -108,7 +115,9 @@ def test_aggregate_scores_a_plain_ais_bench_folder(completed_run, tmp_path):
         with tarfile.open(completed_run["run"] / layout.result_tar(4, index)) as tar:
             tar.extractall(folder, filter="data")
     out = tmp_path / "result_bs4.json"
-    result = run_cli("aggregate", "--results", str(folder), "--labels", str(completed_run["labels"]), "--output", str(out))
+    result = run_cli(
+        "aggregate", "--results", str(folder), "--labels", str(completed_run["labels"]), "--output", str(out)
+    )
     assert result.returncode == 0, result.stderr
     assert out.read_text() == (completed_run["run"] / layout.accuracy_json(4)).read_text()
 
@@ -119,7 +128,15 @@ def test_a_missing_shard_blocks_publication(completed_run, tmp_path):
     (copy / layout.result_marker(4, 1)).unlink()
     (copy / layout.accuracy_json(4)).unlink()
     result = run_cli(
-        "aggregate", "--root", str(copy), "--labels", str(completed_run["labels"]), "--batch-sizes", "1,4", "--shards", "3"
+        "aggregate",
+        "--root",
+        str(copy),
+        "--labels",
+        str(completed_run["labels"]),
+        "--batch-sizes",
+        "1,4",
+        "--shards",
+        "3",
     )
     assert result.returncode == 2
     assert "missing for shards [1]" in result.stderr and "Traceback" not in result.stderr
@@ -132,8 +149,19 @@ def test_the_aggregate_summary_fits_a_termination_message(completed_run, tmp_pat
     copy = tmp_path / "a-run-folder-with-a-rather-long-name-to-make-the-uri-long"
     shutil.copytree(completed_run["run"], copy)
     summary = tmp_path / "termination-log"
-    result = run_cli("aggregate", "--root", str(copy), "--labels", str(completed_run["labels"]),
-                     "--batch-sizes", "1,4", "--shards", "3", "--summary-file", str(summary))  # fmt: skip
+    result = run_cli(
+        "aggregate",
+        "--root",
+        str(copy),
+        "--labels",
+        str(completed_run["labels"]),
+        "--batch-sizes",
+        "1,4",
+        "--shards",
+        "3",
+        "--summary-file",
+        str(summary),
+    )
     assert result.returncode == 0, result.stderr
     text = summary.read_text()
     results = json.loads(text)["results"]
@@ -159,7 +187,9 @@ def copy_of(completed_run, tmp_path):
 
 
 def aggregate(root, labels, batch_sizes="1,4"):
-    return run_cli("aggregate", "--root", str(root), "--labels", str(labels), "--batch-sizes", batch_sizes, "--shards", "3")
+    return run_cli(
+        "aggregate", "--root", str(root), "--labels", str(labels), "--batch-sizes", batch_sizes, "--shards", "3"
+    )
 
 
 def test_nothing_is_published_unless_everything_is(completed_run, tmp_path):
@@ -168,11 +198,19 @@ def test_nothing_is_published_unless_everything_is(completed_run, tmp_path):
     copy = copy_of(completed_run, tmp_path)
     published = {p.name: p.read_bytes() for p in copy.glob("*.json")}
     labels = tmp_path / "labels.txt"
-    labels.write_text("".join(f"{line.split()[0]} {(int(line.split()[1]) + 1) % 1000}\n"
-                              for line in completed_run["labels"].read_text().splitlines()))  # fmt: skip
+    labels.write_text(
+        "".join(
+            f"{line.split()[0]} {(int(line.split()[1]) + 1) % 1000}\n"
+            for line in completed_run["labels"].read_text().splitlines()
+        )
+    )
     (copy / layout.result_marker(4, 1)).unlink()
     result = aggregate(copy, labels)
-    assert result.returncode == 2 and "missing for shards [1]" in result.stderr and "nothing was published" in result.stderr
+    assert (
+        result.returncode == 2
+        and "missing for shards [1]" in result.stderr
+        and "nothing was published" in result.stderr
+    )
     assert {p.name: p.read_bytes() for p in copy.glob("*.json")} == published
 
 
@@ -182,7 +220,10 @@ def test_a_run_publishes_its_own_batch_sizes_only(completed_run, tmp_path):
     assert result.returncode == 0, result.stderr
     assert not (copy / layout.accuracy_json(1)).exists()  # from the earlier run with batch sizes 1 and 4
     (row,) = json.loads((copy / layout.REPORT).read_text())["results"]
-    assert row["batchSize"] == 4 and row["jsonSha256"] == hashlib.sha256((copy / layout.accuracy_json(4)).read_bytes()).hexdigest()
+    assert (
+        row["batchSize"] == 4
+        and row["jsonSha256"] == hashlib.sha256((copy / layout.accuracy_json(4)).read_bytes()).hexdigest()
+    )
 
 
 def test_labels_outside_the_model_stop_inference_naming_the_line(completed_run, tmp_path):
@@ -192,12 +233,28 @@ def test_labels_outside_the_model_stop_inference_naming_the_line(completed_run, 
     labels = tmp_path / "labels.txt"
     labels.write_text("\n".join(lines) + "\n")
     marker = (copy / layout.result_marker(4, 0)).read_bytes()
-    run_cli("shard", "--root", str(copy), "--images", str(completed_run["images"]), "--labels", str(labels),
-            "--model", TINY_MODEL, "--shards", "3", "--index", "0", check=True)  # fmt: skip
+    run_cli(
+        "shard",
+        "--root",
+        str(copy),
+        "--images",
+        str(completed_run["images"]),
+        "--labels",
+        str(labels),
+        "--model",
+        TINY_MODEL,
+        "--shards",
+        "3",
+        "--index",
+        "0",
+        check=True,
+    )
     result = run_cli("infer", "--root", str(copy), "--index", "0", "--batch-size", "4")
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert (f"spec.dataset.labels: {labels}:3: class 1000 of ILSVRC2012_val_00000003 is outside the model's 1000 classes "
-            "(0..999)") in result.stderr  # fmt: skip
+    assert (
+        f"spec.dataset.labels: {labels}:3: class 1000 of ILSVRC2012_val_00000003 is outside the model's 1000 classes "
+        "(0..999)"
+    ) in result.stderr
     assert (copy / layout.result_marker(4, 0)).read_bytes() == marker
 
 
@@ -206,24 +263,57 @@ def test_no_scored_image_is_an_error_that_says_why(sample_set, tmp_path):
     images.mkdir()
     for name in sample_set["names"][:3]:
         (images / f"{name}.JPEG").write_bytes((sample_set["images"] / f"{name}.JPEG").read_bytes()[:300])
-    spec = write(tmp_path / "t.yaml", tiny("t", images, sample_set["labels"], sample_set["planted"].weights, tmp_path / "store",
-                                           dataset={"shards": 1}, inference={"batchSizes": [1]}))  # fmt: skip
+    spec = write(
+        tmp_path / "t.yaml",
+        tiny(
+            "t",
+            images,
+            sample_set["labels"],
+            sample_set["planted"].weights,
+            tmp_path / "store",
+            dataset={"shards": 1},
+            inference={"batchSizes": [1]},
+        ),
+    )
     result = run_cli("run", str(spec), "--local", "--workdir", str(tmp_path / "work"), "--quiet")
     assert result.returncode == 2
-    assert "aggregate failed (exit 2, 1 attempt): no image could be scored: of 3 images, 3 could not be decoded and 0 have no label" in result.stderr
-    assert not list((tmp_path / "store").rglob("result_bs*.json")) and not list((tmp_path / "store").rglob("report.json"))
+    assert (
+        "aggregate failed (exit 2, 1 attempt): no image could be scored: of 3 images, 3 could not be decoded and 0 have no label"
+        in result.stderr
+    )
+    assert not list((tmp_path / "store").rglob("result_bs*.json")) and not list(
+        (tmp_path / "store").rglob("report.json")
+    )
 
 
 def test_aggregate_results_refuses_a_folder_without_results(tmp_path, completed_run):
     outer = tmp_path / "result"
     inner = outer / "2023_01_06-02_56_00"
     inner.mkdir(parents=True)
-    refused = [run_cli("aggregate", "--results", str(folder), "--labels", str(completed_run["labels"]),
-                       "--output", str(tmp_path / "out.json")) for folder in (inner, outer)]  # fmt: skip
+    refused = [
+        run_cli(
+            "aggregate",
+            "--results",
+            str(folder),
+            "--labels",
+            str(completed_run["labels"]),
+            "--output",
+            str(tmp_path / "out.json"),
+        )
+        for folder in (inner, outer)
+    ]
     assert [r.returncode for r in refused] == [2, 2] and not (tmp_path / "out.json").exists()
     assert f"--results: no ais_bench TXT results (<image>_0.txt) in {inner}" in refused[0].stderr
     (inner / "ILSVRC2012_val_00000001_0.txt").write_text("0.100000 0.200000 \n")
-    parent = run_cli("aggregate", "--results", str(outer), "--labels", str(completed_run["labels"]), "--output", str(tmp_path / "out.json"))
+    parent = run_cli(
+        "aggregate",
+        "--results",
+        str(outer),
+        "--labels",
+        str(completed_run["labels"]),
+        "--output",
+        str(tmp_path / "out.json"),
+    )
     assert parent.returncode == 2
     assert f"--results: {outer} holds no TXT results, but its folder 2023_01_06-02_56_00 does" in parent.stderr
 
@@ -249,7 +339,11 @@ def test_cleanup_refuses_a_folder_that_is_not_a_run(completed_run, tmp_path, whe
         (folder / "chapters" / "one.tex").write_text("x")
     files = sorted(folder.rglob("*"))
     result = run_cli("cleanup", "--root", str(folder))
-    assert result.returncode == 2 and "is not the root of a pnas-eval run" in result.stderr and "nothing was deleted" in result.stderr
+    assert (
+        result.returncode == 2
+        and "is not the root of a pnas-eval run" in result.stderr
+        and "nothing was deleted" in result.stderr
+    )
     assert sorted(folder.rglob("*")) == files
 
 

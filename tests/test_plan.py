@@ -1,5 +1,6 @@
 """The planner is pure: the same PnasEval always gives the same steps, in the documented order,
 and each step's command is its parameters' serialisation, which the CLI parses back unchanged."""
+
 from __future__ import annotations
 
 import pytest
@@ -15,7 +16,14 @@ from pydantic_settings import CliApp, get_subcommand
 def test_steps_and_dependencies():
     _, plan = planned(pnaseval(inference={"batchSizes": [1, 4, 8]}))
     assert [s.name for s in plan.steps] == ["convert", "shard", "infer-bs1", "infer-bs4", "infer-bs8", "aggregate"]
-    assert [s.after for s in plan.steps] == [(), (), ("convert", "shard"), ("infer-bs1",), ("infer-bs4",), ("infer-bs8",)]
+    assert [s.after for s in plan.steps] == [
+        (),
+        (),
+        ("convert", "shard"),
+        ("infer-bs1",),
+        ("infer-bs4",),
+        ("infer-bs8",),
+    ]
     assert [s.completions for s in plan.steps] == [1, 4, 4, 4, 4, 1]
     assert [s.indexed for s in plan.steps] == [False, True, True, True, True, False]
     assert plan.root == "s3://pnas-eval/runs/ml/eval"
@@ -23,7 +31,9 @@ def test_steps_and_dependencies():
 
 
 def test_parameters_carry_the_spec():
-    _, plan = planned(pnaseval(model={"weights": "s3://models/p.pth"}, dataset={"limit": 100, "preprocess": {"cropPct": 0.9}}))
+    _, plan = planned(
+        pnaseval(model={"weights": "s3://models/p.pth"}, dataset={"limit": 100, "preprocess": {"cropPct": 0.9}})
+    )
     convert, shard, infer, aggregate = plan.steps
     assert convert.command[:2] == ["pnas-eval", "convert"] and convert.params.weights == "s3://models/p.pth"
     assert shard.params.index is None and "--index" not in shard.command  # from JOB_COMPLETION_INDEX
@@ -33,7 +43,9 @@ def test_parameters_carry_the_spec():
     assert convert.params.input_size is None and "--input-size" not in convert.command  # the model's own
 
 
-@pytest.mark.parametrize("data", [pnaseval(inference={"batchSizes": [1, 4]}), ascend(dataset={"preprocess": {"inputSize": 160}})])
+@pytest.mark.parametrize(
+    "data", [pnaseval(inference={"batchSizes": [1, 4]}), ascend(dataset={"preprocess": {"inputSize": 160}})]
+)
 def test_every_command_parses_back_to_its_parameters(data):
     """The Job command and the local command are the serialisation; the CLI must read back the same model."""
     for force in (False, True):
@@ -59,8 +71,11 @@ def test_an_input_size_override_reaches_both_convert_and_shard():
 def test_ascend_steps_run_in_the_ascend_image_on_the_chip_nodes():
     _, plan = planned(ascend(inference={"batchSizes": [4]}))
     assert [(s.name, s.image) for s in plan.steps] == [
-        ("convert", "ascend"), ("shard", "jobs"), ("infer-bs4", "ascend"), ("aggregate", "jobs")
-    ]  # fmt: skip
+        ("convert", "ascend"),
+        ("shard", "jobs"),
+        ("infer-bs4", "ascend"),
+        ("aggregate", "jobs"),
+    ]
     convert, shard, infer, aggregate = plan.steps
     assert convert.placement.resources == {} and convert.placement.node_selector == infer.placement.node_selector
     assert infer.placement.resources == {"huawei.com/Ascend310P": 1}
@@ -125,7 +140,9 @@ def test_explicit_placement_wins_field_by_field():
     placement = inference_placement(spec)
     assert placement.resources == {"huawei.com/Ascend910": 2} and placement.node_selector == {"pool": "npu"}
     assert placement.tolerations == ({"key": "dedicated", "operator": "Equal", "value": "eval", "effect": "NoExecute"},)
-    only_resources = inference_placement(parse_manifest(ascend(inference={"resources": {"huawei.com/Ascend310P": 4}})).spec)
+    only_resources = inference_placement(
+        parse_manifest(ascend(inference={"resources": {"huawei.com/Ascend310P": 4}})).spec
+    )
     assert only_resources.node_selector["node.kubernetes.io/npu.chip.name"] == "310P3"  # the rest stays derived
     none_at_all = inference_placement(parse_manifest(ascend(inference={"nodeSelector": {}, "tolerations": []})).spec)
     assert none_at_all.node_selector == {} and none_at_all.tolerations == ()  # an empty value is a choice too

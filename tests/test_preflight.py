@@ -1,4 +1,5 @@
 """Preflight checks of storage and data, against the loopback S3 server (credentials enforced)."""
+
 from __future__ import annotations
 
 import pytest
@@ -21,8 +22,15 @@ def bucket(s3, sample_set):
 
 def spec(s3, **sections):
     storage = {"endpoint": s3.endpoint, **sections.pop("storage", {})}
-    data = tiny("pf", f"s3://datasets/{PREFIX}/val/", f"s3://datasets/{PREFIX}/val_label.txt", f"s3://models/{PREFIX}/planted.pth",
-                "s3://runs/preflight", storage=storage, **sections)  # fmt: skip
+    data = tiny(
+        "pf",
+        f"s3://datasets/{PREFIX}/val/",
+        f"s3://datasets/{PREFIX}/val_label.txt",
+        f"s3://models/{PREFIX}/planted.pth",
+        "s3://runs/preflight",
+        storage=storage,
+        **sections,
+    )
     return parse_manifest(data).spec
 
 
@@ -43,13 +51,33 @@ def test_storage_and_data_that_can_run(bucket, monkeypatch):
 @pytest.mark.parametrize(
     "sections, check, says, fix",
     [
-        ({"storage": {"uri": "s3://no-such-bucket/runs"}}, "storage: outputs", "does not exist", "mc mb <alias>/no-such-bucket"),
-        ({"dataset": {"images": "s3://datasets/nothing-here/"}}, "dataset: images", "no images under", "fix the named field"),
-        ({"dataset": {"labels": "s3://datasets/preflight/missing.txt"}}, "dataset: labels", "does not exist", "fix the named field"),
-        ({"model": {"weights": "s3://models/preflight/none.pth"}}, "model: weights", "does not exist", "spec.model.weights"),
+        (
+            {"storage": {"uri": "s3://no-such-bucket/runs"}},
+            "storage: outputs",
+            "does not exist",
+            "mc mb <alias>/no-such-bucket",
+        ),
+        (
+            {"dataset": {"images": "s3://datasets/nothing-here/"}},
+            "dataset: images",
+            "no images under",
+            "fix the named field",
+        ),
+        (
+            {"dataset": {"labels": "s3://datasets/preflight/missing.txt"}},
+            "dataset: labels",
+            "does not exist",
+            "fix the named field",
+        ),
+        (
+            {"model": {"weights": "s3://models/preflight/none.pth"}},
+            "model: weights",
+            "does not exist",
+            "spec.model.weights",
+        ),
         ({"dataset": {"shards": 40}}, "dataset: shards", "40 shards for 24 images", "at most 24"),
     ],
-)  # fmt: skip
+)
 def test_each_problem_is_named_with_its_fix(bucket, monkeypatch, sections, check, says, fix):
     found = checks(bucket, monkeypatch, **sections)
     (problem,) = [f for f in found if f.level == "problem"]
@@ -78,8 +106,19 @@ def test_the_preflight_stage_in_a_pod_passes_or_stops_the_run_with_the_problems(
     from conftest import s3_cli
 
     log = tmp_path / "termination-log"
-    base = ["preflight", "--root", "s3://runs/preflight/ml/pf", "--labels", f"s3://datasets/{PREFIX}/val_label.txt",
-            "--weights", f"s3://models/{PREFIX}/planted.pth", "--shards", "3", "--summary-file", str(log)]  # fmt: skip
+    base = [
+        "preflight",
+        "--root",
+        "s3://runs/preflight/ml/pf",
+        "--labels",
+        f"s3://datasets/{PREFIX}/val_label.txt",
+        "--weights",
+        f"s3://models/{PREFIX}/planted.pth",
+        "--shards",
+        "3",
+        "--summary-file",
+        str(log),
+    ]
     passed = s3_cli(bucket, *base, "--images", f"s3://datasets/{PREFIX}/val/", PNAS_STORAGE_ENDPOINT=bucket.endpoint)
     assert passed.returncode == 0, passed.stderr
     assert log.read_text() == "" and "ok          dataset: images: 24 images" in passed.stderr
@@ -95,4 +134,6 @@ def test_the_preflight_stage_imports_nothing_heavy():
     import sys
 
     code = "import sys, pnas_jobs.stages.preflight; print(sorted(m for m in ('torch', 'timm', 'onnx', 'onnxruntime') if m in sys.modules))"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    )

@@ -5,6 +5,7 @@ kubernetes client's own ApiException with the Status body the API server sends (
 by a stand-in client. Everything else (reconcile, kube's error handling, the builders) is the real code.
 The whole operator against the emulator, with the same faults, is tests/test_operator_faults.py.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,7 +24,9 @@ QUOTA = 'jobs.batch "eval-convert" is forbidden: exceeded quota: jobs, requested
 
 def api_error(status: int, message: str) -> ApiException:
     error = ApiException(status=status, reason="Error")
-    error.body = json.dumps({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message, "code": status})
+    error.body = json.dumps(
+        {"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message, "code": status}
+    )
     return error
 
 
@@ -84,14 +87,23 @@ def test_a_job_the_api_server_refuses_fails_the_run_and_says_why(stand_in):
     result = run()
     status = result.outcome.status.dump()
     assert status["phase"] == "Failed" and api.created == ["eval-convert"]  # no more tries after a refusal
-    assert "refused Job eval-convert (convert): HTTP 422: spec.template.spec.tolerations[0].operator" in status["message"]
-    assert status["conditions"][0]["reason"] == "JobRejected" and result.outcome.events[0][:2] == ("Warning", "JobRejected")
+    assert (
+        "refused Job eval-convert (convert): HTTP 422: spec.template.spec.tolerations[0].operator" in status["message"]
+    )
+    assert status["conditions"][0]["reason"] == "JobRejected" and result.outcome.events[0][:2] == (
+        "Warning",
+        "JobRejected",
+    )
 
 
 def test_created_is_progress(stand_in):
     api = stand_in(201)
     result = run()
-    assert result.outcome.status.phase == "Converting" and api.created == ["eval-convert", "eval-shard"] and result.blocked is None
+    assert (
+        result.outcome.status.phase == "Converting"
+        and api.created == ["eval-convert", "eval-shard"]
+        and result.blocked is None
+    )
 
 
 def test_a_job_of_ours_that_exists_is_progress(stand_in):
@@ -111,19 +123,34 @@ def test_errors_that_may_pass_block_the_pass_and_say_why(stand_in, status, messa
     api = stand_in(status, message)
     result = run()
     assert result.blocked == (reason, f"creating Job eval-convert: HTTP {status}: {message}")
-    assert result.outcome.status.phase == "Converting" and api.created == ["eval-convert"]  # the rest waits for the retry
+    assert result.outcome.status.phase == "Converting" and api.created == [
+        "eval-convert"
+    ]  # the rest waits for the retry
 
 
 def test_a_leftover_job_of_an_earlier_pnaseval_is_reported_then_fails_the_run_after_the_deadline(stand_in):
-    stand_in(409, "exists", existing={"metadata": {"name": "eval-convert", "ownerReferences": [{"kind": "PnasEval", "uid": "old"}]}})
+    stand_in(
+        409,
+        "exists",
+        existing={"metadata": {"name": "eval-convert", "ownerReferences": [{"kind": "PnasEval", "uid": "old"}]}},
+    )
     result = run()
     reason, message = result.blocked
     assert reason == "LeftoverJob" and "Job eval-convert (convert) exists but belongs to an earlier PnasEval" in message
     assert "uid old" in message and "kubectl delete job -n ml eval-convert" in message
     # blocked since long before the deadline (900 s by default): the run fails, naming the Job
     old = body()
-    old["status"] = {"conditions": [{"type": "Blocked", "status": "True", "reason": "LeftoverJob", "message": message,
-                                     "lastTransitionTime": "2026-11-29T23:50:00Z"}]}  # fmt: skip
+    old["status"] = {
+        "conditions": [
+            {
+                "type": "Blocked",
+                "status": "True",
+                "reason": "LeftoverJob",
+                "message": message,
+                "lastTransitionTime": "2026-11-29T23:50:00Z",
+            }
+        ]
+    }
     failed = reconcile.reconcile(old, OperatorSettings(), [preflight_done()], [], when=WHEN).outcome.status
     assert failed.phase == "Failed" and "blocked for more than 900 s: Job eval-convert" in failed.message
 

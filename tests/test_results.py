@@ -2,6 +2,7 @@
 exactly what ais_bench writes and numpy parses, byte for byte and bit for bit, and fall back for
 anything else. The reference bytes come from the ais_bench stand-in's save_data_to_files, which makes
 ais_bench's own np.savetxt calls (tests/support/fake_ais_bench/ais_bench/infer/utils.py)."""
+
 from __future__ import annotations
 
 import io
@@ -63,7 +64,9 @@ def test_formatting_falls_back_where_percent_f_is_not_fixed_width():
     assert results.format_rows(odd) == [_ais_bench(odd[0])]
     wide = np.array([2.5e-6, 1 / 3, -7.0])  # float64: x * 1e6 is not exact, Python's %f decides
     assert results.format_scores(wide) == _ais_bench(wide)
-    assert results.format_scores(np.array([3, -1, 7], dtype=np.int64)) == _ais_bench(np.array([3, -1, 7])) == b"3 -1 7 \n"
+    assert (
+        results.format_scores(np.array([3, -1, 7], dtype=np.int64)) == _ais_bench(np.array([3, -1, 7])) == b"3 -1 7 \n"
+    )
 
 
 def test_vectorised_parsing_is_np_float32_to_the_bit():
@@ -77,9 +80,14 @@ def test_vectorised_parsing_is_np_float32_to_the_bit():
 
 @pytest.mark.parametrize(
     "line",
-    [b"1.5 nan inf -inf", b"1e-05 2.5 3 -4", b"0.1234567 1.0 2.00 3.000000", b"+1.000000 2.000000 3.000000 4.000000",
-     b"123456789.000000 1.000000 2.000000 3.000000"],
-)  # fmt: skip
+    [
+        b"1.5 nan inf -inf",
+        b"1e-05 2.5 3 -4",
+        b"0.1234567 1.0 2.00 3.000000",
+        b"+1.000000 2.000000 3.000000 4.000000",
+        b"123456789.000000 1.000000 2.000000 3.000000",
+    ],
+)
 def test_parsing_other_text_takes_the_generic_parser(line):
     lines = [line, b"1.000000 2.000000 3.000000 4.000000"]
     expected = np.array(b" ".join(lines).split(), dtype=np.float32).reshape(2, 4)

@@ -8,6 +8,7 @@ runner's processes (tested with the real runner in test_pipeline.py and test_loc
 would only add their start-up time. Both on local files and in an S3 bucket (moto's server on
 loopback, the real minio SDK).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -49,14 +50,23 @@ class Case:
 
     def plan(self, store: str = "store"):
         extra = {"storage": {"endpoint": self.endpoint}} if self.endpoint else {}
-        data = tiny("t", f"{self.base}/data/images", f"{self.base}/data/val_label.txt", self.weights, f"{self.base}/{store}", **extra)
+        data = tiny(
+            "t",
+            f"{self.base}/data/images",
+            f"{self.base}/data/val_label.txt",
+            self.weights,
+            f"{self.base}/{store}",
+            **extra,
+        )
         return planned(data)[1]
 
     def units(self) -> dict[str, float]:
         """Each unit's record, by its `seconds` (convert: its timings): a unit redone gets a new figure."""
         found = {"convert": str(records.read(self.run, layout.CONVERT_RECORD)["timings"])}
         for index in range(3):
-            for name, key in [("shard", layout.shard_record(index))] + [(f"infer-bs{b}", layout.result_marker(b, index)) for b in (1, 4)]:
+            for name, key in [("shard", layout.shard_record(index))] + [
+                (f"infer-bs{b}", layout.result_marker(b, index)) for b in (1, 4)
+            ]:
                 record = records.read(self.run, key)
                 found[f"{name}[{index}]"] = record and record["seconds"]
         return found
@@ -94,10 +104,23 @@ def original(request, sample_set, tmp_path_factory):
             data.upload(path, f"images/{path.name}")
         data.upload(sample_set["labels"], "val_label.txt")
         extra = {"storage": {"endpoint": server.endpoint}} if server else {}
-        manifest = tiny("t", f"{base}/data/images", f"{base}/data/val_label.txt", sample_set["planted"].weights, f"{base}/store", **extra)
+        manifest = tiny(
+            "t",
+            f"{base}/data/images",
+            f"{base}/data/val_label.txt",
+            sample_set["planted"].weights,
+            f"{base}/store",
+            **extra,
+        )
         run_here(planned(manifest)[1])
-        yield dict(base=base, env=env, data=data, run=open_store(f"{base}/store/test/t"), weights=sample_set["planted"].weights,
-                   endpoint=server.endpoint if server else None)  # fmt: skip
+        yield dict(
+            base=base,
+            env=env,
+            data=data,
+            run=open_store(f"{base}/store/test/t"),
+            weights=sample_set["planted"].weights,
+            endpoint=server.endpoint if server else None,
+        )
 
 
 @pytest.fixture

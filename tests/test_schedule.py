@@ -6,6 +6,7 @@ of starting a process. Cluster: the real state derivation and Job builders, with
 controller's retry rules played by tests/support/job_controller.py (which follows Kubernetes' Job
 documentation; see its docstring). Only the unit's work is scripted, never the decisions.
 """
+
 from __future__ import annotations
 
 import signal
@@ -28,22 +29,36 @@ SCENARIOS = {
     # name: ({(step, index): exit codes of successive attempts}, outcome, steps started, {(step, index): attempts})
     "everything succeeds": ({}, "Succeeded", {s.name for s in PLAN.steps}, {}),
     "a shard's pod crashes twice, then succeeds alone": (
-        {("infer-bs1", 1): [1, 1, 0]}, "Succeeded", {s.name for s in PLAN.steps}, {("infer-bs1", 1): 3, ("infer-bs1", 0): 1},
+        {("infer-bs1", 1): [1, 1, 0]},
+        "Succeeded",
+        {s.name for s in PLAN.steps},
+        {("infer-bs1", 1): 3, ("infer-bs1", 0): 1},
     ),
     "an OOM kill is retried like a crash": (
-        {("shard", 0): [KILLED, 0]}, "Succeeded", {s.name for s in PLAN.steps}, {("shard", 0): 2},
+        {("shard", 0): [KILLED, 0]},
+        "Succeeded",
+        {s.name for s in PLAN.steps},
+        {("shard", 0): 2},
     ),
     "bad input fails at once and stops the run": (
-        {("shard", 2): [2]}, "Failed", {"convert", "shard"}, {("shard", 2): 1},
+        {("shard", 2): [2]},
+        "Failed",
+        {"convert", "shard"},
+        {("shard", 2): 1},
     ),
     "a crash that never ends uses up the retries": (
-        {("convert", None): [1, 1, 1, 1]}, "Failed", {"convert", "shard"}, {("convert", None): 3},
+        {("convert", None): [1, 1, 1, 1]},
+        "Failed",
+        {"convert", "shard"},
+        {("convert", None): 3},
     ),
     "a failure at the second batch size": (
-        {("infer-bs4", 0): [KILLED, KILLED, KILLED]}, "Failed", {"convert", "shard", "infer-bs1", "infer-bs4"},
+        {("infer-bs4", 0): [KILLED, KILLED, KILLED]},
+        "Failed",
+        {"convert", "shard", "infer-bs1", "infer-bs4"},
         {("infer-bs4", 0): 3},
     ),
-}  # fmt: skip
+}
 
 
 def exit_code(script, step: str, index, attempt: int, killed: int) -> int:
@@ -75,7 +90,8 @@ def run_cluster(script) -> tuple[str, set[str], dict]:
             job = manifests.job_for_step(PLAN, step, PNASEVAL.spec, owner, settings)
             index = (lambda i: i) if step.indexed else (lambda i: None)
             jobs[step.name], pods = job_controller.finish(
-                job, lambda i, attempt, s=step.name, ix=index: exit_code(script, s, ix(i), attempt, 128 + signal.SIGKILL)
+                job,
+                lambda i, attempt, s=step.name, ix=index: exit_code(script, s, ix(i), attempt, 128 + signal.SIGKILL),
             )
             attempts.update({(step.name, index(i)): n for i, n in pods.items()})
     return str(outcome.status.phase), set(jobs), attempts
@@ -106,10 +122,17 @@ def test_the_cluster_policy_is_the_shared_one():
         (set(), set(), set(), ["convert", "shard"], False, False),
         ({"convert"}, set(), {"convert", "shard"}, [], False, False),
         ({"convert", "shard"}, set(), {"convert", "shard"}, ["infer-bs1"], False, False),
-        ({"convert", "shard", "infer-bs1"}, {"infer-bs4"}, {"convert", "shard", "infer-bs1", "infer-bs4"}, [], False, True),
+        (
+            {"convert", "shard", "infer-bs1"},
+            {"infer-bs4"},
+            {"convert", "shard", "infer-bs1", "infer-bs4"},
+            [],
+            False,
+            True,
+        ),
         ({s.name for s in PLAN.steps}, set(), {s.name for s in PLAN.steps}, [], True, False),
     ],
-)  # fmt: skip
+)
 def test_decide(done, failed, started, start, finished, stopped):
     decision = decide(PLAN, done, failed, started)
     assert ([s.name for s in decision.start], decision.finished, decision.stopped) == (start, finished, stopped)

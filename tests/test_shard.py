@@ -4,6 +4,7 @@ Workers decode each image straight into its slot of the shard file; the slots of
 are squeezed out afterwards. Failures in the middle of a shard (not only at its end) must move the
 later crops down without mixing them up, with one worker or several.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,7 +31,17 @@ def test_failed_images_between_good_ones_leave_the_rest_in_order(sample_set, tmp
         path = images / f"{name}.JPEG"
         path.write_bytes(path.read_bytes()[:200])
 
-    record = shard.main(ShardParams(root=str(tmp_path / "run"), images=str(images), labels=str(sample_set["labels"]), model=TINY_MODEL, shards=1, index=0, workers=workers))
+    record = shard.main(
+        ShardParams(
+            root=str(tmp_path / "run"),
+            images=str(images),
+            labels=str(sample_set["labels"]),
+            model=TINY_MODEL,
+            shards=1,
+            index=0,
+            workers=workers,
+        )
+    )
 
     good = [name for name in names if name not in broken]
     assert record["images"] == good
@@ -56,5 +67,9 @@ def test_every_labelled_file_is_used_or_recorded(sample_set, tmp_path):
     (images / "notes.txt").write_text("not an image")
     labels = tmp_path / "labels.txt"
     labels.write_text("animated.gif 5\nphoto.jfif 7\n")
-    record = shard.main(ShardParams(root=str(tmp_path / "run"), images=str(images), labels=str(labels), model=TINY_MODEL, shards=1, index=0))
+    record = shard.main(
+        ShardParams(
+            root=str(tmp_path / "run"), images=str(images), labels=str(labels), model=TINY_MODEL, shards=1, index=0
+        )
+    )
     assert record["images"] == ["animated", "photo"] and record["labels"] == [5, 7] and record["failed"] == []

@@ -1,5 +1,6 @@
 """The real pnasnet5large (86 M parameters, 331x331): export, onnxsim, parity and a small planted
 evaluation. Marked slow (about two minutes here); `make test` runs them, `make test-fast` does not."""
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,15 @@ def test_export_and_onnxsim_agree_with_pytorch(planted):
 
 def test_planted_evaluation_is_exact(planted, tmp_path):
     root, weights = planted
-    spec = tiny("pnasnet", root / "images", root / "val_label.txt", weights.weights, root / "store",
-                    inference={"batchSizes": [4]}, dataset={"shards": 2})  # fmt: skip
+    spec = tiny(
+        "pnasnet",
+        root / "images",
+        root / "val_label.txt",
+        weights.weights,
+        root / "store",
+        inference={"batchSizes": [4]},
+        dataset={"shards": 2},
+    )
     spec["spec"]["model"]["name"] = MODEL
     result = run_cli("run", str(write(tmp_path / "spec.yaml", spec)), "--local", "--workdir", str(tmp_path), "--quiet")
     assert result.returncode == 0, result.stderr[-3000:]

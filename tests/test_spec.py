@@ -1,4 +1,5 @@
 """The spec model: defaults, one clear message per problem, the CEL rules evaluated locally."""
+
 from __future__ import annotations
 
 import pytest
@@ -33,7 +34,10 @@ def test_defaults_follow_the_contract():
 @pytest.mark.parametrize(
     "sections, message",
     [
-        ({"dataset": {"images": "x", "labels": "y", "shards": "3"}}, "spec.dataset.shards: Input should be a valid integer"),
+        (
+            {"dataset": {"images": "x", "labels": "y", "shards": "3"}},
+            "spec.dataset.shards: Input should be a valid integer",
+        ),
         ({"model": {"opset": 11.0}}, "spec.model.opset: Input should be a valid integer"),
         ({"inference": {"batch_sizes": [1]}}, "spec.inference.batch_sizes: unknown field"),
         ({"inference": {"resources": {"cpu": "two"}}}, "spec.inference.resources.cpu: String should match pattern"),
@@ -41,7 +45,7 @@ def test_defaults_follow_the_contract():
         ({"inference": {"nodeSelector": {"bad key!": "x"}}}, "spec.inference.nodeSelector.bad key!"),
         ({"convert": {"socVersion": "Ascend999"}}, "spec.convert.socVersion: String should match pattern"),
     ],
-)  # fmt: skip
+)
 def test_what_the_api_server_refuses_is_refused_here(sections, message):
     """The CRD's schema is strict (camelCase, no coercion, Kubernetes formats): a local run must be too."""
     assert any(p.startswith(message) for p in problems(manifest(**sections))), problems(manifest(**sections))
@@ -96,7 +100,10 @@ def test_duplicate_batch_sizes_are_refused():
         ({"inference": {"backend": "ais_bench"}}, "spec.convert.target"),
         ({"convert": {"target": "om"}}, "spec.inference.backend"),
         ({"inference": {"device": "npu"}}, "spec.inference.device"),
-        ({"convert": {"target": "om"}, "inference": {"backend": "ais_bench", "device": "cuda"}}, "spec.inference.device"),
+        (
+            {"convert": {"target": "om"}, "inference": {"backend": "ais_bench", "device": "cuda"}},
+            "spec.inference.device",
+        ),
     ],
 )
 def test_cross_field_rules(spec, field):

@@ -1,4 +1,5 @@
 """The state function, table-driven: Jobs that exist -> status, next Jobs, Events."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -31,13 +32,29 @@ def derive(jobs, previous=None, summary=None, when=NOW):
         (DONE_PREP, "Inferring", ["infer-bs1"]),
         (DONE_PREP + [job("eval", "infer-bs1", succeeded=2, active=2)], "Inferring", []),
         (DONE_PREP + [job("eval", "infer-bs1", complete=True, succeeded=4)], "Inferring", ["infer-bs4"]),
-        (DONE_PREP + [job("eval", "infer-bs1", complete=True), job("eval", "infer-bs4", complete=True)], "Aggregating", ["aggregate"]),
-        (DONE_PREP + [job("eval", "infer-bs1", complete=True), job("eval", "infer-bs4", complete=True),
-                      job("eval", "aggregate")], "Aggregating", []),
-        (DONE_PREP + [job("eval", "infer-bs1", failed=True, failed_indexes="1,3", reason="FailedIndexes")], "Failed", []),
+        (
+            DONE_PREP + [job("eval", "infer-bs1", complete=True), job("eval", "infer-bs4", complete=True)],
+            "Aggregating",
+            ["aggregate"],
+        ),
+        (
+            DONE_PREP
+            + [
+                job("eval", "infer-bs1", complete=True),
+                job("eval", "infer-bs4", complete=True),
+                job("eval", "aggregate"),
+            ],
+            "Aggregating",
+            [],
+        ),
+        (
+            DONE_PREP + [job("eval", "infer-bs1", failed=True, failed_indexes="1,3", reason="FailedIndexes")],
+            "Failed",
+            [],
+        ),
         ([job("eval", "convert", failed=True), job("eval", "shard", active=2)], "Failed", []),
     ],
-)  # fmt: skip
+)
 def test_phase_and_next_jobs(jobs, phase, create):
     outcome = derive(jobs)
     assert outcome.status["phase"] == phase
@@ -57,7 +74,9 @@ def test_finished_stages_stay_done_when_their_jobs_expire():
 
 
 def test_failure_names_the_shards_and_the_reason():
-    outcome = derive(DONE_PREP + [job("eval", "infer-bs1", failed=True, failed_indexes="1,3-4", reason="FailedIndexes", succeeded=1)])
+    outcome = derive(
+        DONE_PREP + [job("eval", "infer-bs1", failed=True, failed_indexes="1,3-4", reason="FailedIndexes", succeeded=1)]
+    )
     status = outcome.status
     assert status["failedShards"] == [1, 3, 4] and status["shards"]["failed"] == 3
     assert "infer-bs1 failed (shards 1, 3, 4): FailedIndexes" in status["message"]
@@ -71,7 +90,10 @@ def test_failure_names_the_shards_and_the_reason():
 def test_success_needs_the_aggregate_summary():
     finished = DONE_PREP + [job("eval", s, complete=True, succeeded=1) for s in ("infer-bs1", "infer-bs4", "aggregate")]
     assert derive(finished).status["phase"] == "Aggregating"  # the summary is not readable yet
-    summary = {"results": [{"batchSize": 1, "images": 50000, "top1": 81.76, "top5": 95.5, "throughput": 66.3}], "failedImages": 0}
+    summary = {
+        "results": [{"batchSize": 1, "images": 50000, "top1": 81.76, "top5": 95.5, "throughput": 66.3}],
+        "failedImages": 0,
+    }
     status = derive(finished, summary=summary).status
     assert status["phase"] == "Succeeded"
     # the summary leaves the accuracy file's location out (4 KiB of termination message); the status has it
@@ -80,8 +102,13 @@ def test_success_needs_the_aggregate_summary():
 
 
 def test_progress_and_shard_counts_follow_the_current_batch_size():
-    status = derive(DONE_PREP + [job("eval", "infer-bs1", complete=True, succeeded=4),
-                                 job("eval", "infer-bs4", succeeded=1, active=3, failed_pods=1)]).status  # fmt: skip
+    status = derive(
+        DONE_PREP
+        + [
+            job("eval", "infer-bs1", complete=True, succeeded=4),
+            job("eval", "infer-bs4", succeeded=1, active=3, failed_pods=1),
+        ]
+    ).status
     assert status["shards"] == {"total": 4, "succeeded": 1, "failed": 0, "active": 3}
     assert status["progress"] == "1/4 bs4"
 
@@ -105,14 +132,18 @@ def test_condition_times_change_only_on_transitions():
     assert (convert["status"], convert["lastTransitionTime"]) == ("True", LATER)
 
 
-@pytest.mark.parametrize("text, indexes", [("", ()), (None, ()), ("0", (0,)), ("1,3-5,9", (1, 3, 4, 5, 9)), ("x,2", (2,))])
+@pytest.mark.parametrize(
+    "text, indexes", [("", ()), (None, ()), ("0", (0,)), ("1,3-5,9", (1, 3, 4, 5, 9)), ("x,2", (2,))]
+)
 def test_failed_index_notation(text, indexes):
     assert state.parse_indexes(text) == indexes
 
 
 def test_unknown_job_states_count_as_running():
-    odd = {"metadata": {"name": "eval-convert", "labels": {"pnaseval.io/step": "convert"}},
-           "status": {"conditions": [{"type": "Suspended", "status": "True"}, {"type": "Failed", "status": "False"}]}}  # fmt: skip
+    odd = {
+        "metadata": {"name": "eval-convert", "labels": {"pnaseval.io/step": "convert"}},
+        "status": {"conditions": [{"type": "Suspended", "status": "True"}, {"type": "Failed", "status": "False"}]},
+    }
     assert state.view(odd).phase == state.StagePhase.RUNNING
     assert derive([odd]).status["phase"] == "Converting"
 
@@ -131,18 +162,29 @@ def pod(job_name: str, *, scheduled=None, waiting=None, started=False) -> dict:
     """A pod as the kubelet and the scheduler report it (see pnas_operator/starting.py for the sources)."""
     status = {"phase": "Running" if started else "Pending", "conditions": [], "containerStatuses": []}
     if scheduled:
-        status["conditions"].append({"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": scheduled})
+        status["conditions"].append(
+            {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": scheduled}
+        )
     if waiting:
         status["containerStatuses"].append({"state": {"waiting": {"reason": waiting[0], "message": waiting[1]}}})
     if started:
         status["containerStatuses"].append({"state": {"running": {}}})
-    return {"metadata": {"name": f"{job_name}-0-x", "labels": {"batch.kubernetes.io/job-name": job_name}}, "status": status}
+    return {
+        "metadata": {"name": f"{job_name}-0-x", "labels": {"batch.kubernetes.io/job-name": job_name}},
+        "status": status,
+    }
 
 
 def seen(pods=(), failed_create=None, age=0.0, deadline=900.0, **kw) -> state.Seen:
     from pnas_operator.starting import pod_view
 
-    return state.Seen(pods=tuple(map(pod_view, pods)), failed_create=failed_create or {}, pending_deadline=deadline, age=lambda _: age, **kw)
+    return state.Seen(
+        pods=tuple(map(pod_view, pods)),
+        failed_create=failed_create or {},
+        pending_deadline=deadline,
+        age=lambda _: age,
+        **kw,
+    )
 
 
 def conditions(status) -> dict:
@@ -152,15 +194,36 @@ def conditions(status) -> dict:
 @pytest.mark.parametrize(
     "pods, failed_create, reason, says",
     [
-        ([pod("eval-convert", scheduled="0/3 nodes are available: 3 Insufficient huawei.com/Ascend310P.")], None,
-         "Unschedulable", "no node can take the pod: 0/3 nodes are available"),
-        ([pod("eval-convert", waiting=("ImagePullBackOff", 'Back-off pulling image "x"'))], None, "ImagePullBackOff", "the image cannot be pulled"),
-        ([pod("eval-convert", waiting=("CreateContainerConfigError", 'secret "minio-credentials" not found'))], None,
-         "CreateContainerConfigError", 'secret "minio-credentials" not found'),
-        ([], {"eval-convert": ['Error creating: pods "eval-convert-0-" is forbidden: error looking up service account ml/x: serviceaccount "x" not found']},
-         "FailedCreate", 'serviceaccount "x" not found'),
+        (
+            [pod("eval-convert", scheduled="0/3 nodes are available: 3 Insufficient huawei.com/Ascend310P.")],
+            None,
+            "Unschedulable",
+            "no node can take the pod: 0/3 nodes are available",
+        ),
+        (
+            [pod("eval-convert", waiting=("ImagePullBackOff", 'Back-off pulling image "x"'))],
+            None,
+            "ImagePullBackOff",
+            "the image cannot be pulled",
+        ),
+        (
+            [pod("eval-convert", waiting=("CreateContainerConfigError", 'secret "minio-credentials" not found'))],
+            None,
+            "CreateContainerConfigError",
+            'secret "minio-credentials" not found',
+        ),
+        (
+            [],
+            {
+                "eval-convert": [
+                    'Error creating: pods "eval-convert-0-" is forbidden: error looking up service account ml/x: serviceaccount "x" not found'
+                ]
+            },
+            "FailedCreate",
+            'serviceaccount "x" not found',
+        ),
     ],
-)  # fmt: skip
+)
 def test_pods_that_cannot_start_stall_the_stage_with_the_cause(pods, failed_create, reason, says):
     outcome = state.derive(PLAN, [job("eval", "convert")], None, NOW, 1, seen=seen(pods, failed_create))
     status = outcome.status.dump()
@@ -172,7 +235,9 @@ def test_pods_that_cannot_start_stall_the_stage_with_the_cause(pods, failed_crea
 
 def test_a_stage_whose_pods_run_is_not_stalled_by_pods_still_waiting_for_room():
     pods = [pod("eval-convert", started=True), pod("eval-convert", scheduled="0/3 nodes are available")]
-    assert "Stalled" not in conditions(state.derive(PLAN, [job("eval", "convert")], None, NOW, 1, seen=seen(pods)).status.dump())
+    assert "Stalled" not in conditions(
+        state.derive(PLAN, [job("eval", "convert")], None, NOW, 1, seen=seen(pods)).status.dump()
+    )
 
 
 def test_stalled_past_the_pending_deadline_fails_the_run_with_the_cause():
@@ -183,7 +248,10 @@ def test_stalled_past_the_pending_deadline_fails_the_run_with_the_cause():
     late = state.derive(PLAN, [job("eval", "convert")], waiting, LATER, 1, seen=seen(pods, age=901))
     status = late.status.dump()
     assert status["phase"] == "Failed" and conditions(status)["Ready"]["reason"] == "PendingDeadlineExceeded"
-    assert "pods could not start for 901 s (spec.scheduling.pendingDeadlineSeconds): convert: 1 pod(s) cannot start" in status["message"]
+    assert (
+        "pods could not start for 901 s (spec.scheduling.pendingDeadlineSeconds): convert: 1 pod(s) cannot start"
+        in status["message"]
+    )
     assert late.create == [] and late.events[-1][1] == "PendingDeadlineExceeded"
 
 
@@ -197,18 +265,27 @@ def test_a_job_held_by_a_queue_is_queued_not_stalled_and_never_times_out():
     queued = conditions(status)["Queued"]
     assert (queued["status"], queued["reason"]) == ("True", "Suspended")
     assert queued["message"] == "convert: Job eval-convert is suspended, waiting in queue team-a for admission"
-    assert status["stages"][0]["phase"] == "Queued" and status["phase"] == "Converting" and "queued" in status["message"]
+    assert (
+        status["stages"][0]["phase"] == "Queued" and status["phase"] == "Converting" and "queued" in status["message"]
+    )
     assert "Stalled" not in conditions(status)
     assert ("Normal", "Suspended") in [e[:2] for e in outcome.events]
-    admitted = state.derive(PLAN, [job("eval", "convert"), job("eval", "shard", active=4)], status, LATER, 1).status.dump()
+    admitted = state.derive(
+        PLAN, [job("eval", "convert"), job("eval", "shard", active=4)], status, LATER, 1
+    ).status.dump()
     assert (conditions(admitted)["Queued"]["status"], conditions(admitted)["Queued"]["reason"]) == ("False", "Resolved")
 
 
 def test_a_summary_that_cannot_be_read_fails_the_run_clearly_instead_of_aggregating_forever():
     finished = DONE_PREP + [job("eval", s, complete=True, succeeded=1) for s in ("infer-bs1", "infer-bs4", "aggregate")]
-    status = state.derive(PLAN, finished, None, NOW, 1, seen=seen(summary_problem="no pod of Job eval-aggregate holds it")).status.dump()
+    status = state.derive(
+        PLAN, finished, None, NOW, 1, seen=seen(summary_problem="no pod of Job eval-aggregate holds it")
+    ).status.dump()
     assert status["phase"] == "Failed" and conditions(status)["Ready"]["reason"] == "SummaryUnreadable"
-    assert "aggregate succeeded but its summary cannot be read (no pod of Job eval-aggregate holds it)" in status["message"]
+    assert (
+        "aggregate succeeded but its summary cannot be read (no pod of Job eval-aggregate holds it)"
+        in status["message"]
+    )
     assert "s3://pnas-eval/runs/ml/eval/report.json" in status["message"]
 
 
@@ -221,33 +298,75 @@ def test_failure_messages_stay_bounded_at_any_number_of_shards():
 
 
 # the preflight step of a cluster's plan: storage and data checked first, reported as condition Preflight
-_, CLUSTER_PLAN = planned(pnaseval(inference={"batchSizes": [1, 4]}), preflight=True, summary_file="/dev/termination-log")
+_, CLUSTER_PLAN = planned(
+    pnaseval(inference={"batchSizes": [1, 4]}), preflight=True, summary_file="/dev/termination-log"
+)
 PROBLEM = "problem: dataset: images: no images under s3://datasets/val/ (fix: fix the named field or file)"
-WARNING = "warning: dataset: labels: 2 of 50 images have no label (e.g. a.JPEG); they are recorded as failed, not scored"
+WARNING = (
+    "warning: dataset: labels: 2 of 50 images have no label (e.g. a.JPEG); they are recorded as failed, not scored"
+)
 
 
 def preflight_pod(message: str | None, code: int) -> PodView:
     """Its pod as the kubelet reports it: terminated, with the findings as termination message."""
     terminated = {"exitCode": code, **({"message": message} if message else {})}
-    return pod_view({"metadata": {"name": "eval-preflight-x", "labels": {"batch.kubernetes.io/job-name": "eval-preflight"}},
-                     "status": {"phase": "Failed" if code else "Succeeded", "containerStatuses": [{"state": {"terminated": terminated}}]}})  # fmt: skip
+    return pod_view(
+        {
+            "metadata": {"name": "eval-preflight-x", "labels": {"batch.kubernetes.io/job-name": "eval-preflight"}},
+            "status": {
+                "phase": "Failed" if code else "Succeeded",
+                "containerStatuses": [{"state": {"terminated": terminated}}],
+            },
+        }
+    )
 
 
 @pytest.mark.parametrize(
     "jobs, pods, phase, create, preflight, ready_message",
     [
         ([], [], "Pending", ["preflight"], None, "creating Jobs"),
-        ([job("eval", "preflight", active=1)], [], "Pending", [], ("Unknown", "Checking", "checking storage and data"), "preflight: 0/1 done"),
-        ([job("eval", "preflight", complete=True, succeeded=1)], [preflight_pod(None, 0)], "Converting", ["convert", "shard"],
-         ("True", "Passed", "storage and data checked"), "starting convert"),
-        ([job("eval", "preflight", complete=True, succeeded=1)], [preflight_pod(WARNING, 0)], "Converting", ["convert", "shard"],
-         ("True", "Passed", WARNING), "starting convert"),
-        ([job("eval", "preflight", failed=True, reason="PodFailurePolicy")], [preflight_pod(PROBLEM + "\n" + WARNING, 2)], "Failed", [],
-         ("False", "ProblemsFound", f"{PROBLEM}; {WARNING}"), f"preflight found problems: {PROBLEM}; {WARNING}; fix them"),
-        ([job("eval", "preflight", failed=True, reason="BackoffLimitExceeded")], [], "Failed", [],
-         ("False", "ProblemsFound", "BackoffLimitExceeded: see `kubectl logs job/eval-preflight`"), "preflight found problems"),
+        (
+            [job("eval", "preflight", active=1)],
+            [],
+            "Pending",
+            [],
+            ("Unknown", "Checking", "checking storage and data"),
+            "preflight: 0/1 done",
+        ),
+        (
+            [job("eval", "preflight", complete=True, succeeded=1)],
+            [preflight_pod(None, 0)],
+            "Converting",
+            ["convert", "shard"],
+            ("True", "Passed", "storage and data checked"),
+            "starting convert",
+        ),
+        (
+            [job("eval", "preflight", complete=True, succeeded=1)],
+            [preflight_pod(WARNING, 0)],
+            "Converting",
+            ["convert", "shard"],
+            ("True", "Passed", WARNING),
+            "starting convert",
+        ),
+        (
+            [job("eval", "preflight", failed=True, reason="PodFailurePolicy")],
+            [preflight_pod(PROBLEM + "\n" + WARNING, 2)],
+            "Failed",
+            [],
+            ("False", "ProblemsFound", f"{PROBLEM}; {WARNING}"),
+            f"preflight found problems: {PROBLEM}; {WARNING}; fix them",
+        ),
+        (
+            [job("eval", "preflight", failed=True, reason="BackoffLimitExceeded")],
+            [],
+            "Failed",
+            [],
+            ("False", "ProblemsFound", "BackoffLimitExceeded: see `kubectl logs job/eval-preflight`"),
+            "preflight found problems",
+        ),
     ],
-)  # fmt: skip
+)
 def test_preflight_comes_first_and_is_reported_as_a_condition(jobs, pods, phase, create, preflight, ready_message):
     outcome = state.derive(CLUSTER_PLAN, jobs, None, NOW, 1, seen=state.Seen(pods=tuple(pods)))
     status = outcome.status.dump()
@@ -259,6 +378,10 @@ def test_preflight_comes_first_and_is_reported_as_a_condition(jobs, pods, phase,
 
 
 def test_convert_and_shard_wait_for_the_preflight():
-    assert [(s.name, s.after) for s in CLUSTER_PLAN.steps[:3]] == [("preflight", ()), ("convert", ("preflight",)), ("shard", ("preflight",))]
+    assert [(s.name, s.after) for s in CLUSTER_PLAN.steps[:3]] == [
+        ("preflight", ()),
+        ("convert", ("preflight",)),
+        ("shard", ("preflight",)),
+    ]
     assert CLUSTER_PLAN.steps[0].command[:2] == ["pnas-eval", "preflight"]
     assert "--summary-file" in CLUSTER_PLAN.steps[0].command

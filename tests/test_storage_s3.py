@@ -1,5 +1,6 @@
 """Object storage through the real minio SDK against a real S3-protocol server on loopback (moto),
 with credentials enforced and a proxy that can take the server away mid-request."""
+
 from __future__ import annotations
 
 import hashlib
@@ -35,13 +36,22 @@ def s3_run(s3, sample_set, tmp_path_factory):
     client.fput_object("datasets", "sample/val_label.txt", str(sample_set["labels"]))
     client.fput_object("models", "tiny/planted.pth", str(sample_set["planted"].weights))
     in_bucket = tiny(
-        "tiny-s3", "s3://datasets/sample/val/", "s3://datasets/sample/val_label.txt", "s3://models/tiny/planted.pth",
-        "s3://runs/evals", inference={"batchSizes": [4]}, storage={"endpoint": s3.endpoint},
-    )  # fmt: skip
-    on_disk = tiny(
-        "tiny-file", sample_set["images"], sample_set["labels"], sample_set["planted"].weights, f"file://{root}/store",
+        "tiny-s3",
+        "s3://datasets/sample/val/",
+        "s3://datasets/sample/val_label.txt",
+        "s3://models/tiny/planted.pth",
+        "s3://runs/evals",
         inference={"batchSizes": [4]},
-    )  # fmt: skip
+        storage={"endpoint": s3.endpoint},
+    )
+    on_disk = tiny(
+        "tiny-file",
+        sample_set["images"],
+        sample_set["labels"],
+        sample_set["planted"].weights,
+        f"file://{root}/store",
+        inference={"batchSizes": [4]},
+    )
     for name, data in (("s3", in_bucket), ("file", on_disk)):
         spec = write(root / f"{name}.yaml", data)
         result = s3_cli(s3, "run", str(spec), "--local", "--workdir", str(root / name), "--workers", "2", "--quiet")
@@ -102,12 +112,32 @@ def test_an_outage_fails_clearly_and_a_rerun_counts_each_image_once(s3_run, s3, 
         s3.proxy.start()
     assert down.returncode == 1 and "Traceback" not in down.stderr
     assert f"cannot reach {s3.endpoint}" in down.stderr and "s3://runs/evals/test/tiny-s3/" in down.stderr
-    blocked = s3_cli(s3, "aggregate", "--root", run, "--labels", "s3://datasets/sample/val_label.txt",
-                     "--batch-sizes", "4", "--shards", "3")  # fmt: skip
+    blocked = s3_cli(
+        s3,
+        "aggregate",
+        "--root",
+        run,
+        "--labels",
+        "s3://datasets/sample/val_label.txt",
+        "--batch-sizes",
+        "4",
+        "--shards",
+        "3",
+    )
     assert blocked.returncode == 2 and "missing for shards [1]" in blocked.stderr
     assert s3_cli(s3, "infer", "--root", run, "--index", "1", "--batch-size", "4").returncode == 0
-    again = s3_cli(s3, "aggregate", "--root", run, "--labels", "s3://datasets/sample/val_label.txt",
-                   "--batch-sizes", "4", "--shards", "3")  # fmt: skip
+    again = s3_cli(
+        s3,
+        "aggregate",
+        "--root",
+        run,
+        "--labels",
+        "s3://datasets/sample/val_label.txt",
+        "--batch-sizes",
+        "4",
+        "--shards",
+        "3",
+    )
     assert again.returncode == 0, again.stderr
     report = json.loads(s3.client().get_object("runs", "evals/test/tiny-s3/report.json").read())
     assert report["results"][0]["images"] == 24
@@ -118,7 +148,11 @@ def test_an_outage_fails_clearly_and_a_rerun_counts_each_image_once(s3_run, s3, 
 
 def test_a_truncated_shard_object_is_caught_by_its_checksum(s3_env, sample_set, tmp_path):
     run = "s3://runs/truncated"
-    record = shard.main(ShardParams(root=run, images=str(sample_set["images"]), labels=str(sample_set["labels"]), model=TINY, shards=4, index=0))
+    record = shard.main(
+        ShardParams(
+            root=run, images=str(sample_set["images"]), labels=str(sample_set["labels"]), model=TINY, shards=4, index=0
+        )
+    )
     key = "truncated/" + layout.shard_pixels(0)
     whole = s3_env.client().get_object("runs", key).read()
     import io
@@ -130,9 +164,28 @@ def test_a_truncated_shard_object_is_caught_by_its_checksum(s3_env, sample_set, 
 
 @pytest.mark.parametrize("which", ["access", "secret"])
 def test_wrong_credentials_fail_at_once_in_one_line(s3, sample_set, which):
-    wrong = {"MINIO_ACCESS_KEY": "AKIAWRONGWRONGWRONG1"} if which == "access" else {"MINIO_SECRET_KEY": "not-the-secret-at-all"}
-    result = s3_cli(s3, "shard", "--root", "s3://runs/denied", "--images", "s3://datasets/sample/val/",
-                    "--labels", "s3://datasets/sample/val_label.txt", "--model", TINY, "--shards", "1", "--index", "0", **wrong)  # fmt: skip
+    wrong = (
+        {"MINIO_ACCESS_KEY": "AKIAWRONGWRONGWRONG1"}
+        if which == "access"
+        else {"MINIO_SECRET_KEY": "not-the-secret-at-all"}
+    )
+    result = s3_cli(
+        s3,
+        "shard",
+        "--root",
+        "s3://runs/denied",
+        "--images",
+        "s3://datasets/sample/val/",
+        "--labels",
+        "s3://datasets/sample/val_label.txt",
+        "--model",
+        TINY,
+        "--shards",
+        "1",
+        "--index",
+        "0",
+        **wrong,
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     lines = [l for l in result.stderr.splitlines() if "error" in l]
     assert len(lines) == 1 and "access denied (" in lines[0] and "check the access and secret keys" in lines[0]
@@ -140,8 +193,18 @@ def test_wrong_credentials_fail_at_once_in_one_line(s3, sample_set, which):
 
 
 def test_a_missing_bucket_fails_at_once_in_one_line(s3):
-    result = s3_cli(s3, "aggregate", "--root", "s3://no-such-bucket/x", "--labels", "s3://no-such-bucket/val_label.txt",
-                    "--batch-sizes", "4", "--shards", "1")  # fmt: skip
+    result = s3_cli(
+        s3,
+        "aggregate",
+        "--root",
+        "s3://no-such-bucket/x",
+        "--labels",
+        "s3://no-such-bucket/val_label.txt",
+        "--batch-sizes",
+        "4",
+        "--shards",
+        "1",
+    )
     assert result.returncode == 2
     assert f"bucket 'no-such-bucket' does not exist at {s3.endpoint}; create it first" in result.stderr
 

@@ -1,5 +1,6 @@
 """Preprocessing parity: the stored uint8 shard, normalised, equals timm's eval transform
 (torchvision Resize + CenterCrop + ToTensor + Normalize) of the same files, bit for bit."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -38,7 +39,7 @@ def files(tmp_path_factory):
         noisy = np.clip(base + rng.normal(0, 20, base.shape), 0, 255).astype(np.uint8)
         image = Image.fromarray(noisy, "RGB")
         image = image.convert(mode) if mode != "RGBA" else Image.merge("RGBA", (*image.split(), image.split()[0]))
-        name = f"img_{i:03d}.{ 'JPEG' if fmt == 'JPEG' else 'png'}"
+        name = f"img_{i:03d}.{'JPEG' if fmt == 'JPEG' else 'png'}"
         image.save(folder / name, fmt, **({"quality": 85} if fmt == "JPEG" else {}))
         labels.append(f"{name} {i}\n")
     (folder.parent / f"{folder.name}_labels.txt").write_text("".join(labels))
@@ -51,7 +52,9 @@ def test_stored_shard_matches_timm_eval_transform(files, model, tmp_path):
     from timm.data import create_transform, resolve_data_config
 
     folder, labels = files
-    record = shard.main(ShardParams(root=str(tmp_path), images=str(folder), labels=str(labels), model=model, shards=1, index=0))
+    record = shard.main(
+        ShardParams(root=str(tmp_path), images=str(folder), labels=str(labels), model=model, shards=1, index=0)
+    )
     assert record["failed"] == [] and len(record["images"]) == len(CASES)
     store = open_store(tmp_path)
     pixels = infer.load_pixels(store, record, tmp_path)
@@ -74,12 +77,21 @@ def test_pnasnet_config_is_the_seed_recipe():
 
 def test_spec_overrides_win_over_timm():
     config = transform.resolve("pnasnet5large", {"input_size": 224, "crop_pct": 0.875, "interpolation": "bilinear"})
-    assert (config.input_size, config.scale_size, config.interpolation, config.mean) == (224, 256, "bilinear", (0.5,) * 3)
+    assert (config.input_size, config.scale_size, config.interpolation, config.mean) == (
+        224,
+        256,
+        "bilinear",
+        (0.5,) * 3,
+    )
 
 
 def test_a_truncated_shard_is_detected_by_its_checksum(files, tmp_path):
     folder, labels = files
-    record = shard.main(ShardParams(root=str(tmp_path), images=str(folder), labels=str(labels), model="test_efficientnet", shards=1, index=0))
+    record = shard.main(
+        ShardParams(
+            root=str(tmp_path), images=str(folder), labels=str(labels), model="test_efficientnet", shards=1, index=0
+        )
+    )
     path = tmp_path / layout.shard_pixels(0)
     path.write_bytes(path.read_bytes()[:-100])
     with pytest.raises(infer.ShardCorrupt, match="corrupt"):

@@ -7,6 +7,7 @@ Sources: Ascend/mind-cluster device plugin (resource names, `accelerator` and
 `node.kubernetes.io/npu.chip.name` labels, its DaemonSet's tolerations); see ../shared/REFERENCE.md.
 Adding a family (a new Atlas generation) is one entry in FAMILIES.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -5,6 +5,7 @@ below; pydantic-settings turns them into the command line, so a parameter is dec
 packages add commands through the `pnas_eval.commands` entry point group (the operator package adds
 `plan`, the Jobs it would create), so this package never imports them.
 """
+
 from __future__ import annotations
 
 import errno
@@ -107,7 +108,10 @@ def plugin_commands() -> dict[str, type[Command]]:
     for entry in entry_points(group=PLUGINS):
         try:
             found[entry.name] = entry.load()
-        except (ImportError, AttributeError) as error:  # that package's extra is not installed here, or another version of it
+        except (
+            ImportError,
+            AttributeError,
+        ) as error:  # that package's extra is not installed here, or another version of it
             log.debug("command %s unavailable: %s", entry.name, error)
     return found
 
@@ -122,16 +126,23 @@ def cli_model() -> type[BaseSettings]:
 
     class Root(BaseSettings):
         model_config = SettingsConfigDict(
-            cli_prog_name="pnas-eval", cli_kebab_case=True, cli_implicit_flags=True, cli_exit_on_error=False,
+            cli_prog_name="pnas-eval",
+            cli_kebab_case=True,
+            cli_implicit_flags=True,
+            cli_exit_on_error=False,
             cli_shortcuts={"verbose": "v"},
-        )  # fmt: skip
+        )
 
         @classmethod
         def settings_customise_sources(cls, settings_cls, init_settings, **_):
             return (init_settings,)  # the command line only: no environment variable may change a stage's parameters
 
     return create_model(
-        "PnasEvalCli", __base__=Root, __doc__=__doc__.splitlines()[0], verbose=(bool, Field(False, description="debug logs")), **fields
+        "PnasEvalCli",
+        __base__=Root,
+        __doc__=__doc__.splitlines()[0],
+        verbose=(bool, Field(False, description="debug logs")),
+        **fields,
     )
 
 
@@ -146,10 +157,16 @@ def _problems(error: ValidationError) -> str:
 
 # what no retry fixes: the user has to free space, grant access or give another path (exit 2)
 FINAL_OS_ERRORS = {
-    errno.EACCES: "", errno.EPERM: "", errno.EROFS: "", errno.ENOTDIR: "", errno.EISDIR: "", errno.EEXIST: "",
-    errno.ENAMETOOLONG: "", errno.ENOSPC: "; free some space, then run it again to resume",
+    errno.EACCES: "",
+    errno.EPERM: "",
+    errno.EROFS: "",
+    errno.ENOTDIR: "",
+    errno.EISDIR: "",
+    errno.EEXIST: "",
+    errno.ENAMETOOLONG: "",
+    errno.ENOSPC: "; free some space, then run it again to resume",
     errno.EDQUOT: "; free some space, then run it again to resume",
-}  # fmt: skip
+}
 
 
 class Stopped(BaseException):

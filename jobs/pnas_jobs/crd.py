@@ -5,6 +5,7 @@ files; a test fails when they are stale. Pydantic's JSON Schema is turned into a
 structural schema: references inlined, optional fields unwrapped, int-or-string maps and free-form
 objects marked as Kubernetes expects, and the cross-field rules of `rules.py` as CEL validations.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -35,7 +36,11 @@ def _structural(node: Any, defs: dict) -> Any:
         if types == {"integer", "string"}:
             # as controller-gen writes resource.Quantity: both types, the string's pattern on top
             pattern = next((o["pattern"] for o in options if o.get("type") == "string" and "pattern" in o), None)
-            out = {**_structural(rest, defs), "anyOf": [{"type": "integer"}, {"type": "string"}], "x-kubernetes-int-or-string": True}
+            out = {
+                **_structural(rest, defs),
+                "anyOf": [{"type": "integer"}, {"type": "string"}],
+                "x-kubernetes-int-or-string": True,
+            }
             return {**out, "pattern": pattern} if pattern else out
         if len(options) == 1:
             return _structural({**options[0], **rest}, defs)
@@ -45,7 +50,10 @@ def _structural(node: Any, defs: dict) -> Any:
         ((keys, values),) = node["patternProperties"].items()
         node = {**{k: v for k, v in node.items() if k != "patternProperties"}, "additionalProperties": values}
         out["x-kubernetes-validations"] = [
-            {"rule": f"self.all(k, k.matches(r'{keys}'))", "message": "keys must be Kubernetes label keys ([prefix/]name)"}
+            {
+                "rule": f"self.all(k, k.matches(r'{keys}'))",
+                "message": "keys must be Kubernetes label keys ([prefix/]name)",
+            }
         ]
     for key, value in node.items():
         if key in ("title", "$defs"):
@@ -85,10 +93,18 @@ def schema_of(model) -> dict:
 # bad toleration is refused on `kubectl apply`, not when the operator creates the Job. Only the API
 # server needs them: a local run places nothing.
 TOLERATION_RULES = [
-    {"rule": "self.operator != 'Exists' || !has(self.value) || self.value == ''", "message": "value must be empty when operator is Exists"},
-    {"rule": "(has(self.key) && self.key != '') || self.operator == 'Exists'", "message": "operator must be Exists when key is empty"},
-    {"rule": "!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
-     "message": "tolerationSeconds needs effect NoExecute"},
+    {
+        "rule": "self.operator != 'Exists' || !has(self.value) || self.value == ''",
+        "message": "value must be empty when operator is Exists",
+    },
+    {
+        "rule": "(has(self.key) && self.key != '') || self.operator == 'Exists'",
+        "message": "operator must be Exists when key is empty",
+    },
+    {
+        "rule": "!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+        "message": "tolerationSeconds needs effect NoExecute",
+    },
 ]
 
 
@@ -162,7 +178,10 @@ def definition() -> dict:
                             "properties": {
                                 "apiVersion": {"type": "string", "description": API_VERSION_DOC},
                                 "kind": {"type": "string", "description": KIND_DOC},
-                                "metadata": {"type": "object", "description": "Standard object metadata (name, namespace, labels, ...)."},
+                                "metadata": {
+                                    "type": "object",
+                                    "description": "Standard object metadata (name, namespace, labels, ...).",
+                                },
                                 "spec": spec_schema(),
                                 "status": status_schema(),
                             },

@@ -6,6 +6,7 @@ never skipped silently: it is scored, or recorded as failed). `limit` keeps the 
 the i-th of `shards` contiguous slices. Every shard computes the same list, so shards need no
 coordinator. Each image's version token (storage.py) comes with the listing, at no extra cost.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -62,9 +63,7 @@ def load(images_uri: str, labels_uri: str, limit: int = 0, settings: StorageSett
     versions = store.versions()
     keys = sorted(k for k in versions if k.lower().endswith(IMAGE_SUFFIXES) or k.rsplit("/", 1)[-1] in labels.files)
     if not keys:
-        raise UserError(
-            f"spec.dataset.images: no images under {images_uri} (looked for {', '.join(IMAGE_SUFFIXES)})"
-        )
+        raise UserError(f"spec.dataset.images: no images under {images_uri} (looked for {', '.join(IMAGE_SUFFIXES)})")
     seen: dict[str, str] = {}
     for key in keys:
         name = image_name(key)

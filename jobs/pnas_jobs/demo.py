@@ -7,6 +7,7 @@ pooled features, so that each image scores its label at a chosen rank (1st, 2nd,
 the top 5). The pipeline's Top1..Top5 must then come out exactly as planted. That checks every
 stage end to end; it says nothing about the model's real accuracy.
 """
+
 from __future__ import annotations
 
 import math
@@ -46,7 +47,10 @@ def sample_images(folder: Path, count: int, classes: int = 1000, seed: int = 0) 
         phase = rng.uniform(0, 2 * math.pi, 3)
         freq = rng.uniform(0.005, 0.05, 3)
         pixels = np.stack(
-            [127 + 120 * np.sin(freq[c] * (x * math.cos(phase[c]) + y * math.sin(phase[c])) + phase[c]) for c in range(3)],
+            [
+                127 + 120 * np.sin(freq[c] * (x * math.cos(phase[c]) + y * math.sin(phase[c])) + phase[c])
+                for c in range(3)
+            ],
             axis=-1,
         )
         pixels += rng.normal(0, 12, pixels.shape)
@@ -55,7 +59,9 @@ def sample_images(folder: Path, count: int, classes: int = 1000, seed: int = 0) 
         for _ in range(int(rng.integers(2, 7))):
             box = sorted(rng.integers(0, width, 2)), sorted(rng.integers(0, height, 2))
             colour = tuple(int(v) for v in rng.integers(0, 256, 3))
-            (draw.ellipse if rng.random() < 0.5 else draw.rectangle)([box[0][0], box[1][0], box[0][1], box[1][1]], fill=colour)
+            (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(
+                [box[0][0], box[1][0], box[0][1], box[1][1]], fill=colour
+            )
         name = f"ILSVRC2012_val_{i + 1:08d}"
         image.save(folder / f"{name}.JPEG", quality=90)
         labels[name] = int(rng.integers(0, classes))
@@ -96,7 +102,10 @@ def plant_head(
     with torch.no_grad():
         batches = [transform.normalize(crops[i : i + 8], preprocess) for i in range(0, len(crops), 8)]
         features = np.concatenate(
-            [model.forward_head(model.forward_features(torch.from_numpy(b)), pre_logits=True).double().numpy() for b in batches]
+            [
+                model.forward_head(model.forward_features(torch.from_numpy(b)), pre_logits=True).double().numpy()
+                for b in batches
+            ]
         )
     classes = model.num_classes
     if len(names) > features.shape[1]:

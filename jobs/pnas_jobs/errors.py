@@ -3,6 +3,7 @@
 0: done. 1: failed, worth retrying (a node, the network, storage). 2: the input is wrong; retrying
 cannot help, so the Job fails at once (`podFailurePolicy` action FailJob on exit code 2).
 """
+
 from __future__ import annotations
 
 EXIT_OK = 0

@@ -6,6 +6,7 @@ top-1 and top-5 agreement, both accuracies on the sample and the drop in points,
 the mean absolute score difference, and the images whose top-1 class differs. Pure numpy.
 Which shards form the sample is the planner's choice (plan.sample_shards).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -27,7 +28,12 @@ def _percent(hits: int, count: int) -> float:
 
 
 def compare(
-    names: list[str], deployed: np.ndarray, reference: np.ndarray, labels: np.ndarray, max_top1_drop: float, batch_size: int
+    names: list[str],
+    deployed: np.ndarray,
+    reference: np.ndarray,
+    labels: np.ndarray,
+    max_top1_drop: float,
+    batch_size: int,
 ) -> dict:
     """The fidelity of one batch size: `deployed` and `reference` are the scores of `names`, row for
     row; `labels` their classes (offset already applied)."""
@@ -37,8 +43,14 @@ def compare(
     top1_same = deployed.argmax(axis=1) == reference.argmax(axis=1) if count else np.zeros(0, bool)
     top5_same = (top5_sets(deployed) == top5_sets(reference)).all(axis=1) if count else np.zeros(0, bool)
     ranks_deployed, ranks_reference = metric.ranks(deployed, labels), metric.ranks(reference, labels)
-    top1, reference_top1 = _percent(int((ranks_deployed < 1).sum()), count), _percent(int((ranks_reference < 1).sum()), count)
-    top5, reference_top5 = _percent(int((ranks_deployed < 5).sum()), count), _percent(int((ranks_reference < 5).sum()), count)
+    top1, reference_top1 = (
+        _percent(int((ranks_deployed < 1).sum()), count),
+        _percent(int((ranks_reference < 1).sum()), count),
+    )
+    top5, reference_top5 = (
+        _percent(int((ranks_deployed < 5).sum()), count),
+        _percent(int((ranks_reference < 5).sum()), count),
+    )
     difference = np.abs(deployed.astype(np.float64) - reference.astype(np.float64)) if count else np.zeros((0, 0))
     drop = round(reference_top1 - top1, 2)
     return {

@@ -15,6 +15,7 @@
 A marker written last makes each unit of work visible only once complete, so a reader never sees
 half a shard and a re-run replaces a unit as a whole.
 """
+
 from __future__ import annotations
 
 

@@ -10,6 +10,7 @@ stop (the first Ctrl-C or SIGTERM: SIGTERM to every group, SIGKILL after a few s
 process and no scratch behind, only finished units, which the next run skips. One run of a name
 holds a lock in the work folder; a second one waits for it.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -182,7 +183,10 @@ class Progress:
             self.bar.update(1)
             self.bar.set_postfix_str(f"{outcome.unit.label} {verdict}")
         elif self.lines:
-            print(f"pnas-eval: [{self.count}/{self.total}] {outcome.unit.label} {verdict} in {outcome.seconds:.1f} s", file=sys.stderr)
+            print(
+                f"pnas-eval: [{self.count}/{self.total}] {outcome.unit.label} {verdict} in {outcome.seconds:.1f} s",
+                file=sys.stderr,
+            )
 
     def close(self) -> None:
         if self.bar is not None:
@@ -190,9 +194,13 @@ class Progress:
 
 
 def execute(
-    plan: Plan, launch: Launch, workers: int, policy: RetryPolicy = RetryPolicy(), progress: bool = True,
+    plan: Plan,
+    launch: Launch,
+    workers: int,
+    policy: RetryPolicy = RetryPolicy(),
+    progress: bool = True,
     stopper: Stopper | None = None,
-) -> list[Outcome]:  # fmt: skip
+) -> list[Outcome]:
     """Run the plan's units, `workers` at a time, as the scheduler decides; stop at the first failure or signal."""
     remaining = {s.name: len(units(s)) for s in plan.steps}
     done: set[str] = set()
@@ -346,8 +354,11 @@ def _lock(log_dir: Path, name: str, stopper: Stopper):
             if not waiting:
                 handle.seek(0)
                 holder = handle.read().strip() or "?"
-                print(f"pnas-eval: {name} is being evaluated by another run (pid {holder}) in this work folder; "
-                      "waiting for it to finish ...", file=sys.stderr)  # fmt: skip
+                print(
+                    f"pnas-eval: {name} is being evaluated by another run (pid {holder}) in this work folder; "
+                    "waiting for it to finish ...",
+                    file=sys.stderr,
+                )
                 waiting = True
             time.sleep(0.2)
     handle.seek(0)
@@ -383,7 +394,9 @@ def evaluate(pnaseval: PnasEval, workdir: Path, workers: int = 0, force: bool = 
                 return 128 + stopper.signal
             # storage that cannot work (no such bucket, wrong keys, a bad endpoint) fails here, in one line
             open_store(plan.root, StorageSettings.from_env(env)).exists(layout.REPORT)
-            print(f"pnas-eval: evaluating {meta.name} into {plan.root} with {_plural(workers, 'worker')}", file=sys.stderr)
+            print(
+                f"pnas-eval: evaluating {meta.name} into {plan.root} with {_plural(workers, 'worker')}", file=sys.stderr
+            )
             started = time.perf_counter()
             # each unit gets its share of the CPUs, as a pod gets its CPU limit
             launch = ProcessLauncher(env, log_dir, max(1, cpus // workers), scratch, stopper)

@@ -3,6 +3,7 @@
 Storage errors are written without credentials in the first place; the filter here is the belt to
 those braces: any credential value from the environment is masked in every log record.
 """
+
 from __future__ import annotations
 
 import logging

@@ -6,6 +6,7 @@ the label is the count of strictly larger scores, which is the same answer witho
 where another class ties with the label's score go through the seed's very argsort so that even
 ties are broken as the seed breaks them.
 """
+
 from __future__ import annotations
 
 import json

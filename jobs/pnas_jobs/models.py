@@ -1,6 +1,7 @@
 """The classifier itself: a timm model with the run's weights (local, in object storage, from the
 hub, or random). Used by convert (which exports it), the PyTorch backend (which runs it) and the
 demo; torch and timm are imported only when a model is loaded."""
+
 from __future__ import annotations
 
 from pathlib import Path

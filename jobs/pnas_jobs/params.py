@@ -6,6 +6,7 @@ model (pydantic-settings, in cli.py); the stage takes the model as its argument.
 mirrors a spec field takes its default, bounds and description from that field (`from_spec`), so
 each default is written once, in the spec.
 """
+
 from __future__ import annotations
 
 import copy
@@ -77,7 +78,9 @@ class PreflightParams(StageParams):
     limit: int = from_spec(DatasetSpec, "limit")
     shards: int = from_spec(DatasetSpec, "shards")
     weights: str = from_spec(ModelSpec, "weights")
-    summary_file: str | None = Field(None, description="also write the findings here (one per line): a pod's termination log")
+    summary_file: str | None = Field(
+        None, description="also write the findings here (one per line): a pod's termination log"
+    )
 
 
 class ConvertParams(StageParams):
@@ -93,8 +96,12 @@ class ConvertParams(StageParams):
     soc_version: str = from_spec(ConvertSpec, "soc_version")
     batch_sizes: tuple[int, ...] = Field((), description="target om: one .om per batch size")
     parity_tolerance: float = from_spec(ConvertSpec, "parity_tolerance")
-    input_size: int | None = from_spec(PreprocessSpec, "input_size", description="crop size; default: the model's timm config")
-    keep_state_dict: bool = Field(False, description="also store the weights as exported, for backends that run the PyTorch model")
+    input_size: int | None = from_spec(
+        PreprocessSpec, "input_size", description="crop size; default: the model's timm config"
+    )
+    keep_state_dict: bool = Field(
+        False, description="also store the weights as exported, for backends that run the PyTorch model"
+    )
 
 
 class ShardParams(StageParams):
@@ -109,7 +116,9 @@ class ShardParams(StageParams):
     shards: int = from_spec(DatasetSpec, "shards")
     index: int | None = Field(None, ge=0, description=f"this shard; default: ${INDEX_ENV}")
     limit: int = from_spec(DatasetSpec, "limit")
-    preprocess: PreprocessSpec = Field(default_factory=PreprocessSpec, description="overrides of the timm data config (JSON)")
+    preprocess: PreprocessSpec = Field(
+        default_factory=PreprocessSpec, description="overrides of the timm data config (JSON)"
+    )
     workers: int = Field(1, ge=1, le=256, description="decoding processes")
 
 
@@ -126,7 +135,9 @@ class InferParams(StageParams):
     threads: int = from_spec(InferenceSpec, "threads")
     device_id: int | None = from_spec(InferenceSpec, "device_id")
     sample: tuple[int, ...] = Field((), description="run on these shards only: the unit's index picks one of them")
-    reference: bool = Field(False, description="the fidelity reference's results (results/reference/), not a batch size's")
+    reference: bool = Field(
+        False, description="the fidelity reference's results (results/reference/), not a batch size's"
+    )
 
 
 class AggregateParams(StageParams):
@@ -140,8 +151,12 @@ class AggregateParams(StageParams):
     batch_sizes: tuple[int, ...] = Field((), description="batch sizes to score")
     shards: int | None = from_spec(DatasetSpec, "shards", default=None)
     limit: int = from_spec(DatasetSpec, "limit")
-    summary_file: str | None = Field(None, description="also write the run's summary (JSON) here: a pod's termination log")
-    reference_sample: tuple[int, ...] = Field((), description="shards the fidelity reference ran on: compare every batch size with it")
+    summary_file: str | None = Field(
+        None, description="also write the run's summary (JSON) here: a pod's termination log"
+    )
+    reference_sample: tuple[int, ...] = Field(
+        (), description="shards the fidelity reference ran on: compare every batch size with it"
+    )
     max_top1_drop: float | None = from_spec(FidelitySpec, "max_top1_drop", default=None)
     results: str | None = Field(None, description="a folder of ais_bench TXT files to score instead of a run")
     output: str | None = Field(None, description="with --results: the accuracy JSON to write")
@@ -152,7 +167,9 @@ class AggregateParams(StageParams):
             if not (self.labels and self.output):
                 raise ValueError("--results needs --labels and --output (the seed's vision_metric arguments)")
         else:
-            missing = [f"--{n.replace('_', '-')}" for n in ("root", "labels", "batch_sizes", "shards") if not getattr(self, n)]
+            missing = [
+                f"--{n.replace('_', '-')}" for n in ("root", "labels", "batch_sizes", "shards") if not getattr(self, n)
+            ]
             if missing:
                 raise ValueError(f"needs {', '.join(missing)} (or --results DIR --labels FILE --output FILE)")
         return self

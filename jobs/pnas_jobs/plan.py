@@ -11,6 +11,7 @@ and only here; the operator turns a step into a Kubernetes Job and the local run
 Batch sizes run one after another so that their throughput figures do not compete for devices.
 An indexed step runs once per shard; its index comes from `JOB_COMPLETION_INDEX`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
@@ -18,14 +19,27 @@ from dataclasses import dataclass, field, replace
 from pnas_jobs import layout
 from pnas_jobs.accelerators import Placement, ascend_node
 from pnas_jobs.backends import registry
-from pnas_jobs.params import AggregateParams, CleanupParams, ConvertParams, InferParams, PreflightParams, ShardParams, StageParams
+from pnas_jobs.params import (
+    AggregateParams,
+    CleanupParams,
+    ConvertParams,
+    InferParams,
+    PreflightParams,
+    ShardParams,
+    StageParams,
+)
 from pnas_jobs.spec import PnasEval, PnasEvalSpec, SpecError
 from pnas_jobs.status import Phase
 from pnas_jobs.storage import StorageSettings
 
 # what the PnasEval's phase says while a stage's step is the first one unfinished
 IMAGENET_VAL = 50_000  # what the planner assumes a full data set holds when no limit says otherwise
-STAGE_PHASES = {"convert": Phase.CONVERTING, "shard": Phase.SHARDING, "infer": Phase.INFERRING, "aggregate": Phase.AGGREGATING}
+STAGE_PHASES = {
+    "convert": Phase.CONVERTING,
+    "shard": Phase.SHARDING,
+    "infer": Phase.INFERRING,
+    "aggregate": Phase.AGGREGATING,
+}
 
 
 @dataclass(frozen=True)
@@ -131,9 +145,14 @@ def _reference(spec: PnasEvalSpec, root: str, force: bool, sample: tuple[int, ..
     )
     placement = registry.placement(backend.name, fidelity.device, spec.convert.soc_version)
     return Step(
-        "reference", params, completions=len(sample), indexed=True, after=("convert", "shard"), image=backend.image,
+        "reference",
+        params,
+        completions=len(sample),
+        indexed=True,
+        after=("convert", "shard"),
+        image=backend.image,
         placement=placement,
-    )  # fmt: skip
+    )
 
 
 def _convert(spec: PnasEvalSpec, root: str, force: bool) -> Step:
@@ -243,9 +262,14 @@ def make_plan(
     steps.append(_aggregate(spec, root, previous, summary_file))
     storage = StorageSettings(spec.storage.endpoint, spec.storage.secure, spec.storage.region)
     return Plan(
-        meta.name, meta.namespace, root, tuple(steps), spec.dataset.shards, tuple(spec.inference.batch_sizes),
+        meta.name,
+        meta.namespace,
+        root,
+        tuple(steps),
+        spec.dataset.shards,
+        tuple(spec.inference.batch_sizes),
         storage.environment(),
-    )  # fmt: skip
+    )
 
 
 def cleanup_step(plan: Plan) -> Step:
@@ -273,7 +297,9 @@ def cluster_problems(pnaseval: PnasEval) -> list[str]:
         if not value.startswith("s3://"):
             problems.append(f"{where}: pods share only object storage: use an s3:// URI, not {value or 'nothing'!r}")
     if spec.model.weights not in ("timm", "random") and not spec.model.weights.startswith("s3://"):
-        problems.append(f"spec.model.weights: use an s3:// URI, 'timm' or 'random' on a cluster, not {spec.model.weights!r}")
+        problems.append(
+            f"spec.model.weights: use an s3:// URI, 'timm' or 'random' on a cluster, not {spec.model.weights!r}"
+        )
     if any(s.startswith("s3://") for s in (spec.storage.uri or "", spec.dataset.images)) and not spec.storage.endpoint:
         problems.append("spec.storage.endpoint: set the S3/MinIO endpoint (host:port)")
     return problems

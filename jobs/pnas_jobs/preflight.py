@@ -4,6 +4,7 @@
 first, so that a missing bucket, an empty prefix or labels that name none of the images fail in
 seconds with the fix, not minutes later inside a stage. Read-only; one Finding per check.
 """
+
 from __future__ import annotations
 
 import re
@@ -55,7 +56,9 @@ def check_output(uri: str | None, settings: StorageSettings) -> Finding:
         store.list("")  # reaches the endpoint, the bucket and the credentials
     except StorageError as error:
         bucket = uri.removeprefix("s3://").split("/")[0]
-        return _storage_failure("storage: outputs", error, f"mc mb <alias>/{bucket}  (and check spec.storage.endpoint, the credentials)")
+        return _storage_failure(
+            "storage: outputs", error, f"mc mb <alias>/{bucket}  (and check spec.storage.endpoint, the credentials)"
+        )
     return Finding("storage: outputs", "ok", f"{uri} reachable")
 
 
@@ -64,31 +67,64 @@ def check_data(data: DatasetSpec, settings: StorageSettings) -> list[Finding]:
     try:
         found = dataset.load(data.images, data.labels, data.limit, settings)
     except StorageError as error:
-        return [_storage_failure("dataset", error, "check spec.dataset.images / labels, the endpoint and the credentials")]
+        return [
+            _storage_failure("dataset", error, "check spec.dataset.images / labels, the endpoint and the credentials")
+        ]
     except UserError as error:  # dataset.load names the field first: "spec.dataset.labels: ..."
         field = re.match(r"spec\.dataset\.(\w+):", str(error))
-        return [Finding(f"dataset: {field[1]}" if field else "dataset", "problem", str(error), "fix the named field or file")]
-    findings = [Finding("dataset: images", "ok", f"{len(found.keys)} images under {data.images}" + (f" (limit {data.limit})" if data.limit else ""))]
+        return [
+            Finding(
+                f"dataset: {field[1]}" if field else "dataset", "problem", str(error), "fix the named field or file"
+            )
+        ]
+    findings = [
+        Finding(
+            "dataset: images",
+            "ok",
+            f"{len(found.keys)} images under {data.images}" + (f" (limit {data.limit})" if data.limit else ""),
+        )
+    ]
     missing = [k for k in found.keys if dataset.image_name(k) not in found.labels]
     if missing:  # none labelled at all is refused by dataset.load above
-        findings.append(Finding("dataset: labels", "warning", f"{len(missing)} of {len(found.keys)} images have no label "
-                                f"(e.g. {missing[0]}); they are recorded as failed, not scored"))  # fmt: skip
+        findings.append(
+            Finding(
+                "dataset: labels",
+                "warning",
+                f"{len(missing)} of {len(found.keys)} images have no label "
+                f"(e.g. {missing[0]}); they are recorded as failed, not scored",
+            )
+        )
     else:
         findings.append(Finding("dataset: labels", "ok", f"every image has a label ({len(found.labels)} lines)"))
     if data.shards > len(found.keys):
-        findings.append(Finding("dataset: shards", "problem", f"{data.shards} shards for {len(found.keys)} images",
-                                f"set spec.dataset.shards to at most {len(found.keys)}"))  # fmt: skip
+        findings.append(
+            Finding(
+                "dataset: shards",
+                "problem",
+                f"{data.shards} shards for {len(found.keys)} images",
+                f"set spec.dataset.shards to at most {len(found.keys)}",
+            )
+        )
     return findings
 
 
 def check_weights(weights: str, settings: StorageSettings) -> Finding:
     if weights in ("timm", "random"):
-        detail = "random weights (a pipeline check, not an evaluation)" if weights == "random" else "pretrained from the hub (needs network)"
+        detail = (
+            "random weights (a pipeline check, not an evaluation)"
+            if weights == "random"
+            else "pretrained from the hub (needs network)"
+        )
         return Finding("model: weights", "warning" if weights == "random" else "ok", detail)
     try:
         store, key = open_object(weights, settings)
         if not store.exists(key):
-            return Finding("model: weights", "problem", f"{weights} does not exist", "upload the state dict there, or fix spec.model.weights")
+            return Finding(
+                "model: weights",
+                "problem",
+                f"{weights} does not exist",
+                "upload the state dict there, or fix spec.model.weights",
+            )
     except StorageError as error:
         return _storage_failure("model: weights", error, "check spec.model.weights")
     return Finding("model: weights", "ok", f"{weights} exists")
@@ -98,11 +134,23 @@ def run_checks(spec: PnasEvalSpec, settings: StorageSettings | None = None) -> l
     """Every storage and data check of a spec, in the order a run needs them."""
     # one retry, short backoff: a preflight says "unreachable" in seconds rather than retrying for a minute
     settings = settings or StorageSettings.from_env(
-        None, endpoint=spec.storage.endpoint, secure=spec.storage.secure, region=spec.storage.region, retries=1, backoff=0.2
+        None,
+        endpoint=spec.storage.endpoint,
+        secure=spec.storage.secure,
+        region=spec.storage.region,
+        retries=1,
+        backoff=0.2,
     )
     if any(is_s3(u or "") for u in (spec.storage.uri, spec.dataset.images, spec.dataset.labels, spec.model.weights)):
         if not settings.endpoint:
-            return [Finding("storage: endpoint", "problem", "s3:// locations but no endpoint", "set spec.storage.endpoint (host:port)")]
+            return [
+                Finding(
+                    "storage: endpoint",
+                    "problem",
+                    "s3:// locations but no endpoint",
+                    "set spec.storage.endpoint (host:port)",
+                )
+            ]
     return checks(spec.storage.uri, spec.dataset, spec.model.weights, settings)
 
 

@@ -4,6 +4,7 @@ A unit is "already done" only while its record says it was made from the very sa
 content, not their names) and every output it lists is still in storage as written: a missing or
 damaged output makes the unit run again instead of failing downstream on every re-run.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -16,7 +17,9 @@ from pnas_jobs.storage import NotFound, Store
 
 log = logging.getLogger(__name__)
 
-Outputs = Callable[[dict[str, Any]], Iterable[dict[str, Any]]]  # a record -> its output entries {key, sha256, bytes, etag}
+Outputs = Callable[
+    [dict[str, Any]], Iterable[dict[str, Any]]
+]  # a record -> its output entries {key, sha256, bytes, etag}
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -81,4 +84,8 @@ def shard_identity(shard: dict[str, Any]) -> str:
 
 def model_files(convert: dict[str, Any]) -> list[dict[str, Any]]:
     """Every model file a convert record lists (ONNX, the state dict, Ascend models)."""
-    return [convert["onnx"], *([convert["state_dict"]] if "state_dict" in convert else []), *convert.get("om", {}).values()]
+    return [
+        convert["onnx"],
+        *([convert["state_dict"]] if "state_dict" in convert else []),
+        *convert.get("om", {}).values(),
+    ]

@@ -3,6 +3,7 @@ pod leaves in its termination log), the local runner prints them, the operator p
 
 camelCase, as everything a user reads from the PnasEval resource.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -27,8 +28,12 @@ class BatchResult(_Model):
     top5: float | None = Field(None, description="top-5 accuracy, percent")
     throughput: float | None = Field(None, description="images/s from compute time, as ais_bench reports it")
     json_: str | None = Field(None, alias="json", description="location of result_bs<B>.json")
-    top1_agreement: float | None = Field(None, description="spec.fidelity: % of the sample whose top-1 class is the reference's")
-    top1_drop: float | None = Field(None, description="spec.fidelity: reference top-1 minus this top-1 on the sample, points")
+    top1_agreement: float | None = Field(
+        None, description="spec.fidelity: % of the sample whose top-1 class is the reference's"
+    )
+    top1_drop: float | None = Field(
+        None, description="spec.fidelity: reference top-1 minus this top-1 on the sample, points"
+    )
     fidelity_ok: bool | None = Field(None, description="spec.fidelity: the drop is within maxTop1Drop")
 
 

@@ -12,6 +12,7 @@ for the fixed `%f` layout (exactly six decimals), byte-identical and bit-identic
 Python one, which stays as the fallback for anything else (nan, inf, |x| >= 1e8, float64 rows,
 foreign text).
 """
+
 from __future__ import annotations
 
 import mmap

@@ -4,6 +4,7 @@ The same expressions become the CRD's `x-kubernetes-validations` (the API server
 `kubectl apply`) and are evaluated here with cel-python for local runs, so a rule exists once.
 Each expression sees the spec, with its defaults applied, as `self`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -6,6 +6,7 @@ step) is retried alone under one policy: the local runner applies it to processe
 builders turn it into `backoffLimit(PerIndex)` and a pod failure policy, so a crash, an OOM kill
 or a signal is retried in both places and bad input (exit 2) in neither.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

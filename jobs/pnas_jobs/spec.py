@@ -5,6 +5,7 @@ camelCase field names only, strict types, Kubernetes names. The CRD schema is ge
 models (`pnas_jobs.crd`), so a field, its default and its description exist in one place only.
 Choices that come from a table (backends and their devices, convert targets) are read from it.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -26,7 +27,9 @@ PLURAL = "pnasevals"
 # Kubernetes' own formats, so that a value the API server would refuse is refused here too
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"  # RFC 1123 label: names and namespaces
 # resource.Quantity, the pattern controller-gen writes for it
-QUANTITY = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+QUANTITY = (
+    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
 LABEL_KEY = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
 SOC_VERSION = "^(" + "|".join(f.soc_prefix for f in FAMILIES) + ")[0-9A-Za-z_]*$"  # a chip family we know
 LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$"
@@ -47,7 +50,9 @@ class SpecError(ValueError):
 
 class _Model(BaseModel):
     # camelCase only and no type coercion: what the CRD's schema accepts, no more
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=False, extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=False, extra="forbid", frozen=True, strict=True
+    )
 
 
 class ModelSpec(_Model):
@@ -82,7 +87,9 @@ class PreprocessSpec(_Model):
     """Overrides of the model's timm data config; unset fields come from timm."""
 
     input_size: int | None = Field(None, ge=8, le=4096, description="crop size in pixels (square)")
-    crop_pct: float | None = Field(None, gt=0, le=1, description="resize the shorter side to floor(inputSize / cropPct)")
+    crop_pct: float | None = Field(
+        None, gt=0, le=1, description="resize the shorter side to floor(inputSize / cropPct)"
+    )
     interpolation: Literal["bicubic", "bilinear", "nearest"] | None = Field(None, description="resize filter")
     mean: list[float] | None = Field(None, min_length=3, max_length=3, description="per-channel mean (RGB)")
     std: list[float] | None = Field(None, min_length=3, max_length=3, description="per-channel std (RGB)")
@@ -92,7 +99,9 @@ class DatasetSpec(_Model):
     """The images, their labels, and how they are split."""
 
     images: str = Field(..., min_length=1, description="local folder or s3:// prefix; flat or class sub-folders")
-    labels: str = Field(..., min_length=1, description='"<file name> <class>" per line, 0-based (the seed\'s val_label.txt)')
+    labels: str = Field(
+        ..., min_length=1, description='"<file name> <class>" per line, 0-based (the seed\'s val_label.txt)'
+    )
     limit: int = Field(0, ge=0, description="first N images in sorted order; 0 = all")
     shards: int = Field(16, ge=1, le=10000, description="number of shards (one inference pod each, per batch size)")
     preprocess: PreprocessSpec = Field(default_factory=PreprocessSpec, description="overrides of the timm data config")
@@ -104,7 +113,9 @@ class Toleration(_Model):
     key: LabelKey | None = Field(None, description="taint key; empty with operator Exists: every taint")
     operator: Literal["Exists", "Equal"] = Field("Equal", description="Exists | Equal")
     value: LabelValue | None = Field(None, description="taint value (operator Equal)")
-    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(None, description="empty: every effect")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        None, description="empty: every effect"
+    )
     toleration_seconds: int | None = Field(None, description="NoExecute only: how long the pod stays once tainted")
 
 
@@ -115,7 +126,9 @@ class InferenceSpec(_Model):
         registry.DEFAULT, description=f"inference runtime: {' | '.join(registry.NAMES)}"
     )
     device: Literal[registry.DEVICES] | None = Field(
-        None, description="; ".join(f"{b.name}: {' | '.join(b.device_names)}" for b in registry.BACKENDS) + " (default: the first)"
+        None,
+        description="; ".join(f"{b.name}: {' | '.join(b.device_names)}" for b in registry.BACKENDS)
+        + " (default: the first)",
     )
     batch_sizes: list[Annotated[int, Field(ge=1, le=64)]] = Field(
         [4], min_length=1, max_length=16, description="one accuracy JSON and throughput per batch size"
@@ -133,10 +146,16 @@ class InferenceSpec(_Model):
         None, description="tolerations of inference pods (default: the device plugin's taint for NPUs)"
     )
     device_id: int | None = Field(
-        None, ge=0, le=255, description="ais_bench device id inside the container; default: the first logical id (LOCAL_RANK, else 0)"
+        None,
+        ge=0,
+        le=255,
+        description="ais_bench device id inside the container; default: the first logical id (LOCAL_RANK, else 0)",
     )
     threads: int = Field(
-        0, ge=0, le=256, description="onnxruntime intra-op threads; 0 = the CPUs the pod was given (its CPU limit or request)"
+        0,
+        ge=0,
+        le=256,
+        description="onnxruntime intra-op threads; 0 = the CPUs the pod was given (its CPU limit or request)",
     )
 
     @field_validator("batch_sizes")
@@ -175,7 +194,9 @@ class FidelitySpec(_Model):
     )
     device: Literal["cpu", "cuda"] = Field("cpu", description="where the reference runs")
     images: int = Field(500, ge=1, le=50000, description="sample size, drawn as whole shards spread over the data set")
-    max_top1_drop: float = Field(0.1, ge=0, le=100, description="largest drop of top-1 accuracy, in points, that passes")
+    max_top1_drop: float = Field(
+        0.1, ge=0, le=100, description="largest drop of top-1 accuracy, in points, that passes"
+    )
 
 
 class StorageSpec(_Model):
@@ -199,7 +220,9 @@ class PnasEvalSpec(_Model):
     convert: ConvertSpec = Field(default_factory=ConvertSpec, description="weights -> ONNX (-> Ascend .om)")
     dataset: DatasetSpec = Field(..., description="images and labels")
     inference: InferenceSpec = Field(default_factory=InferenceSpec, description="backend, batch sizes, placement")
-    scheduling: SchedulingSpec = Field(default_factory=SchedulingSpec, description="scheduler, queue, priority, deadlines")
+    scheduling: SchedulingSpec = Field(
+        default_factory=SchedulingSpec, description="scheduler, queue, priority, deadlines"
+    )
     fidelity: FidelitySpec | None = Field(None, description="compare with a reference backend on a sample (optional)")
     storage: StorageSpec = Field(default_factory=StorageSpec, description="object storage of the run")
     cleanup: bool = Field(False, description="delete the run's objects in storage when the PnasEval is deleted")

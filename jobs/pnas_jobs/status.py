@@ -1,5 +1,6 @@
 """The PnasEval status the operator writes: its model (also the CRD's status schema), the phases and
 condition types, named once here, and the small pure builders every status is made with."""
+
 from __future__ import annotations
 
 from enum import StrEnum
@@ -51,7 +52,9 @@ class Reason(StrEnum):
     PENDING_DEADLINE = "PendingDeadlineExceeded"
     SUMMARY_UNREADABLE = "SummaryUnreadable"
     WITHIN_MAX_DROP = "WithinMaxTop1Drop"  # FidelityOK True
-    ACCURACY_LOST = "AccuracyLost"  # FidelityOK False: a batch size's top-1 drop against the reference exceeds maxTop1Drop
+    ACCURACY_LOST = (
+        "AccuracyLost"  # FidelityOK False: a batch size's top-1 drop against the reference exceeds maxTop1Drop
+    )
     RESOLVED = "Resolved"  # the problem a condition reported is gone
     CLEANUP_STARTED = "CleanupStarted"
     CLEANUP_REFUSED = "CleanupRefused"
@@ -61,7 +64,7 @@ MESSAGE_LIMIT = 1024  # characters of a condition or status message; the first f
 
 
 def bounded(items, limit: int = 5) -> str:
-    """"1, 3, 4" or "1, 3, 4, 7, 9 and 995 more": a list for a message that stays small at any size."""
+    """ "1, 3, 4" or "1, 3, 4, 7, 9 and 995 more": a list for a message that stays small at any size."""
     items = [str(i) for i in items]
     shown = ", ".join(items[:limit])
     return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
@@ -95,7 +98,9 @@ class Condition(_Model):
     status: Literal["True", "False", "Unknown"] = Field(..., description="True | False | Unknown")
     reason: str = Field(..., description="CamelCase reason")
     message: str = Field("", description="what happened, for people")
-    last_transition_time: str = Field(..., json_schema_extra={"format": "date-time"}, description="when status last changed")
+    last_transition_time: str = Field(
+        ..., json_schema_extra={"format": "date-time"}, description="when status last changed"
+    )
     observed_generation: int | None = Field(None, description="metadata.generation this condition is about")
 
 
@@ -141,13 +146,20 @@ class PnasEvalStatus(_Model):
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
 
 
-def condition(previous: dict | None, type_: str, ok: bool | None, reason: str, message: str, now: str, generation) -> Condition:
+def condition(
+    previous: dict | None, type_: str, ok: bool | None, reason: str, message: str, now: str, generation
+) -> Condition:
     """A condition whose transition time changes only when its status does."""
     status = "Unknown" if ok is None else ("True" if ok else "False")
     old = previous_condition(previous, type_)
     since = old["lastTransitionTime"] if old and old.get("status") == status else now
     return Condition(
-        type=type_, status=status, reason=reason, message=clip(message), last_transition_time=since, observed_generation=generation
+        type=type_,
+        status=status,
+        reason=reason,
+        message=clip(message),
+        last_transition_time=since,
+        observed_generation=generation,
     )
 
 
@@ -155,7 +167,9 @@ def previous_condition(previous: dict | None, type_: str) -> dict | None:
     return next((c for c in (previous or {}).get("conditions") or [] if c.get("type") == type_), None)
 
 
-def problem_condition(previous: dict | None, type_: str, problem: tuple[str, str] | None, now: str, generation) -> Condition | None:
+def problem_condition(
+    previous: dict | None, type_: str, problem: tuple[str, str] | None, now: str, generation
+) -> Condition | None:
     """A condition that reports a problem: True with its (reason, message) while it lasts; once it is
     gone, False with reason Resolved if it was ever reported, else no condition at all."""
     if problem is not None:
@@ -165,7 +179,9 @@ def problem_condition(previous: dict | None, type_: str, problem: tuple[str, str
     return condition(previous, type_, False, Reason.RESOLVED, "", now, generation)
 
 
-def fidelity_condition(previous: dict | None, results: list[BatchResult], max_drop: float, now: str, generation) -> Condition | None:
+def fidelity_condition(
+    previous: dict | None, results: list[BatchResult], max_drop: float, now: str, generation
+) -> Condition | None:
     """FidelityOK once the results carry a fidelity verdict: True when every batch size's top-1 drop
     against the reference is within maxTop1Drop, else False naming those that lost more."""
     judged = [r for r in results if r.fidelity_ok is not None]
@@ -176,12 +192,16 @@ def fidelity_condition(previous: dict | None, results: list[BatchResult], max_dr
         worst = max(judged, key=lambda r: r.top1_drop or 0.0)
         message = f"top-1 drop at most {worst.top1_drop:.2f} points (bs{worst.batch_size}), within {max_drop:g}"
         return condition(previous, ConditionType.FIDELITY_OK, True, Reason.WITHIN_MAX_DROP, message, now, generation)
-    message = "; ".join(f"bs{r.batch_size}: top-1 drop {r.top1_drop:.2f} points, agreement {r.top1_agreement:.2f}%" for r in lost)
+    message = "; ".join(
+        f"bs{r.batch_size}: top-1 drop {r.top1_drop:.2f} points, agreement {r.top1_agreement:.2f}%" for r in lost
+    )
     message = f"{message} (spec.fidelity.maxTop1Drop {max_drop:g}); see report.json's fidelity sections"
     return condition(previous, ConditionType.FIDELITY_OK, False, Reason.ACCURACY_LOST, message, now, generation)
 
 
-def with_problem(status: PnasEvalStatus, previous: dict | None, type_: str, problem: tuple[str, str] | None, now: str) -> PnasEvalStatus:
+def with_problem(
+    status: PnasEvalStatus, previous: dict | None, type_: str, problem: tuple[str, str] | None, now: str
+) -> PnasEvalStatus:
     """The status with one problem condition set (or resolved), the others as they were."""
     kept = [c for c in status.conditions if c.type != type_]
     made = problem_condition(previous, type_, problem, now, status.observed_generation)
@@ -199,4 +219,3 @@ def failed(previous: dict | None, reason: str, message: str, now: str, generatio
         completion_time=now,
         conditions=[condition(previous, ConditionType.READY, False, reason, message, now, generation)],
     )
-

@@ -9,6 +9,7 @@ Each object also has a cheap version token (`versions`: size and modification ti
 ETag in S3) and can be checked against what was written (`matches`), so a re-run can tell an object
 it made, unchanged, from one replaced or damaged since.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -5,6 +5,7 @@ crop, so uint8 loses nothing and is 4x smaller than its float32 `.bin`. `normali
 batch into the float32 NCHW tensor the model takes, with the same float32 operations as
 torchvision's ToTensor + Normalize (divide by 255, subtract mean, divide by std).
 """
+
 from __future__ import annotations
 
 import io

@@ -3,6 +3,7 @@
 Each check gives one Finding (pnas_jobs.preflight): ok, warning, or a problem with the command or
 change that fixes it. Reading the cluster is kube.py's job; here only the snapshot is judged.
 """
+
 from __future__ import annotations
 
 import re
@@ -70,7 +71,9 @@ def check_namespace(snapshot: ClusterSnapshot, namespace: str) -> Finding:
     if found := _not_checked(snapshot, "namespaces", "namespace"):
         return found
     if snapshot.namespace is None:
-        return Finding("namespace", "problem", f"namespace {namespace} does not exist", f"kubectl create namespace {namespace}")
+        return Finding(
+            "namespace", "problem", f"namespace {namespace} does not exist", f"kubectl create namespace {namespace}"
+        )
     return Finding("namespace", "ok", f"{namespace} exists")
 
 
@@ -93,18 +96,26 @@ def check_operator(snapshot: ClusterSnapshot, namespace: str) -> tuple[Finding, 
     running = [d for d in snapshot.operators if (d.get("status") or {}).get("readyReplicas")]
     if not running:
         found = "none is ready" if snapshot.operators else "no operator Deployment found"
-        return Finding("operator", "problem", found, "helm install pnas-eval charts/pnas-eval -n pnas-eval --create-namespace"), None
+        return Finding(
+            "operator", "problem", found, "helm install pnas-eval charts/pnas-eval -n pnas-eval --create-namespace"
+        ), None
     watching = [d for d in running if watches(d, namespace)]
     if not watching:
-        return Finding("operator", "problem", f"{len(running)} running, none watches namespace {namespace}",
-                       f"helm upgrade <release> charts/pnas-eval --set watchNamespace={namespace} (or \"\" for all)"), None  # fmt: skip
+        return Finding(
+            "operator",
+            "problem",
+            f"{len(running)} running, none watches namespace {namespace}",
+            f'helm upgrade <release> charts/pnas-eval --set watchNamespace={namespace} (or "" for all)',
+        ), None
     where = watching[0]["metadata"].get("namespace")
     return Finding("operator", "ok", f"{watching[0]['metadata']['name']} in {where} watches {namespace}"), watching[0]
 
 
 def check_secret(snapshot: ClusterSnapshot, pnaseval: PnasEval) -> Finding:
     name, namespace = pnaseval.spec.storage.credentials_secret, pnaseval.metadata.namespace
-    fix = f"kubectl create secret generic {name} -n {namespace} --from-literal=accessKey=... --from-literal=secretKey=..."
+    fix = (
+        f"kubectl create secret generic {name} -n {namespace} --from-literal=accessKey=... --from-literal=secretKey=..."
+    )
     if "secrets" in snapshot.forbidden:
         return Finding("credentials Secret", "warning", f"not allowed to read Secrets in {namespace}: not checked")
     if snapshot.secret_keys is None:
@@ -122,9 +133,13 @@ def check_service_account(snapshot: ClusterSnapshot, jobs: list[dict], namespace
         return found
     if name in snapshot.service_accounts:
         return Finding("Jobs' ServiceAccount", "ok", f"{name} exists in {namespace}")
-    return Finding("Jobs' ServiceAccount", "problem", f"{name} does not exist in {namespace}",
-                   f"helm upgrade <release> charts/pnas-eval --set 'jobs.serviceAccount.namespaces={{{namespace}}}' "
-                   f"(or kubectl create serviceaccount {name} -n {namespace})")  # fmt: skip
+    return Finding(
+        "Jobs' ServiceAccount",
+        "problem",
+        f"{name} does not exist in {namespace}",
+        f"helm upgrade <release> charts/pnas-eval --set 'jobs.serviceAccount.namespaces={{{namespace}}}' "
+        f"(or kubectl create serviceaccount {name} -n {namespace})",
+    )
 
 
 def tolerates(tolerations, taint: dict) -> bool:
@@ -151,32 +166,68 @@ def check_nodes(snapshot: ClusterSnapshot, pnaseval: PnasEval, plan: Plan) -> li
     selector = placement.node_selector if placement else {}
     if "nodes" in snapshot.forbidden:
         return [Finding("nodes", "warning", "not allowed to list nodes: placement not checked")]
-    matching = [n for n in snapshot.nodes if selector.items() <= ((n.get("metadata") or {}).get("labels") or {}).items()]
+    matching = [
+        n for n in snapshot.nodes if selector.items() <= ((n.get("metadata") or {}).get("labels") or {}).items()
+    ]
     if not matching:
         return [_no_matching_node(snapshot, pnaseval, selector)]
     findings = []
-    extended = {r: int(v) for r, v in (placement.resources if placement else {}).items() if "/" in r and str(v).isdigit()}
+    extended = {
+        r: int(v) for r, v in (placement.resources if placement else {}).items() if "/" in r and str(v).isdigit()
+    }
     for resource, each in extended.items():
         units = sum(_allocatable(n, resource) // max(each, 1) for n in matching)
         if not units:
-            findings.append(Finding("nodes: resources", "problem", f"the {len(matching)} matching nodes offer no {resource}",
-                                    "install the device plugin there, or change spec.inference.resources"))  # fmt: skip
+            findings.append(
+                Finding(
+                    "nodes: resources",
+                    "problem",
+                    f"the {len(matching)} matching nodes offer no {resource}",
+                    "install the device plugin there, or change spec.inference.resources",
+                )
+            )
         elif units < pnaseval.spec.inference.parallelism:
-            findings.append(Finding("nodes: resources", "warning", f"{units} x {resource} allocatable on matching nodes "
-                                    f"for parallelism {pnaseval.spec.inference.parallelism}: pods will queue"))  # fmt: skip
+            findings.append(
+                Finding(
+                    "nodes: resources",
+                    "warning",
+                    f"{units} x {resource} allocatable on matching nodes "
+                    f"for parallelism {pnaseval.spec.inference.parallelism}: pods will queue",
+                )
+            )
         else:
-            findings.append(Finding("nodes: resources", "ok", f"{units} x {resource} allocatable on {len(matching)} nodes"))
+            findings.append(
+                Finding("nodes: resources", "ok", f"{units} x {resource} allocatable on {len(matching)} nodes")
+            )
     tolerations = list(placement.tolerations) if placement else []
-    blocked = [n for n in matching if any(t.get("effect") in ("NoSchedule", "NoExecute") and not tolerates(tolerations, t)
-                                          for t in (n.get("spec") or {}).get("taints", []))]  # fmt: skip
+    blocked = [
+        n
+        for n in matching
+        if any(
+            t.get("effect") in ("NoSchedule", "NoExecute") and not tolerates(tolerations, t)
+            for t in (n.get("spec") or {}).get("taints", [])
+        )
+    ]
     if blocked and len(blocked) == len(matching):
         taint = next(t for t in blocked[0]["spec"]["taints"] if not tolerates(tolerations, t))
-        findings.append(Finding("nodes: taints", "problem", f"every matching node has a taint the pods do not tolerate "
-                                f"({taint.get('key')}={taint.get('value', '')}:{taint.get('effect')})",
-                                f"set spec.inference.tolerations: {_flow([*tolerations, {'key': taint.get('key'), 'operator': 'Exists', 'effect': taint.get('effect')}])}"
-                                " (it replaces the default ones)"))  # fmt: skip
+        findings.append(
+            Finding(
+                "nodes: taints",
+                "problem",
+                f"every matching node has a taint the pods do not tolerate "
+                f"({taint.get('key')}={taint.get('value', '')}:{taint.get('effect')})",
+                f"set spec.inference.tolerations: {_flow([*tolerations, {'key': taint.get('key'), 'operator': 'Exists', 'effect': taint.get('effect')}])}"
+                " (it replaces the default ones)",
+            )
+        )
     else:
-        findings.append(Finding("nodes: taints", "ok", f"{len(matching) - len(blocked)} of {len(matching)} matching nodes admit the pods"))
+        findings.append(
+            Finding(
+                "nodes: taints",
+                "ok",
+                f"{len(matching) - len(blocked)} of {len(matching)} matching nodes admit the pods",
+            )
+        )
     return findings
 
 
@@ -188,25 +239,44 @@ def _flow(items: list[dict]) -> str:
 def _no_matching_node(snapshot: ClusterSnapshot, pnaseval: PnasEval, selector: dict) -> Finding:
     wanted = ", ".join(f"{k}={v}" for k, v in selector.items())
     family = selector.get(ACCELERATOR_LABEL)
-    chips = sorted({(n["metadata"].get("labels") or {}).get(CHIP_LABEL, "?") for n in snapshot.nodes
-                    if (n["metadata"].get("labels") or {}).get(ACCELERATOR_LABEL) == family})  # fmt: skip
+    chips = sorted(
+        {
+            (n["metadata"].get("labels") or {}).get(CHIP_LABEL, "?")
+            for n in snapshot.nodes
+            if (n["metadata"].get("labels") or {}).get(ACCELERATOR_LABEL) == family
+        }
+    )
     if family and CHIP_LABEL in selector and chips:
-        return Finding("nodes: chip", "problem", f"no {selector[CHIP_LABEL]} node: the {family} nodes carry chips {', '.join(chips)}; "
-                       f"an .om built for {pnaseval.spec.convert.soc_version} runs only on its chip",
-                       f"set spec.convert.socVersion to Ascend{chips[0]} (the chip `npu-smi info` shows)")  # fmt: skip
-    return Finding("nodes", "problem", f"no node has the labels {wanted or '(none)'}",
-                   "label the nodes (the device plugin sets accelerator and the chip label) or set spec.inference.nodeSelector")  # fmt: skip
+        return Finding(
+            "nodes: chip",
+            "problem",
+            f"no {selector[CHIP_LABEL]} node: the {family} nodes carry chips {', '.join(chips)}; "
+            f"an .om built for {pnaseval.spec.convert.soc_version} runs only on its chip",
+            f"set spec.convert.socVersion to Ascend{chips[0]} (the chip `npu-smi info` shows)",
+        )
+    return Finding(
+        "nodes",
+        "problem",
+        f"no node has the labels {wanted or '(none)'}",
+        "label the nodes (the device plugin sets accelerator and the chip label) or set spec.inference.nodeSelector",
+    )
 
 
 def check_pod_security(snapshot: ClusterSnapshot, jobs: list[dict], namespace: str) -> Finding:
     if found := _not_checked(snapshot, "namespaces", "Pod Security"):
         return found
     level = ((snapshot.namespace or {}).get("metadata", {}).get("labels") or {}).get(PSS_ENFORCE, "privileged")
-    refused = {j["metadata"]["name"]: v for j in jobs if (v := pod_security.violations(j["spec"]["template"]["spec"], level))}
+    refused = {
+        j["metadata"]["name"]: v for j in jobs if (v := pod_security.violations(j["spec"]["template"]["spec"], level))
+    }
     if refused:
         name, problems = next(iter(refused.items()))
-        return Finding("Pod Security", "problem", f"namespace {namespace} enforces {level}; {name} would be refused: {problems[0]}",
-                       "leave the operator's Ascend driver mount off (jobs.ascendDriverPath \"\"), or run in a namespace that admits it")  # fmt: skip
+        return Finding(
+            "Pod Security",
+            "problem",
+            f"namespace {namespace} enforces {level}; {name} would be refused: {problems[0]}",
+            'leave the operator\'s Ascend driver mount off (jobs.ascendDriverPath ""), or run in a namespace that admits it',
+        )
     return Finding("Pod Security", "ok", f"namespace {namespace} enforces {level}: every pod of the plan is admitted")
 
 
@@ -217,19 +287,37 @@ def check_scheduling(snapshot: ClusterSnapshot, pnaseval: PnasEval) -> list[Find
         if found := _not_checked(snapshot, "localqueues", "Kueue"):
             findings.append(found)
         elif snapshot.local_queues is None:
-            findings.append(Finding("Kueue", "problem", "spec.scheduling.queueName is set but Kueue is not installed "
-                                    "(no localqueues.kueue.x-k8s.io)", "install Kueue, or remove spec.scheduling.queueName"))  # fmt: skip
+            findings.append(
+                Finding(
+                    "Kueue",
+                    "problem",
+                    "spec.scheduling.queueName is set but Kueue is not installed (no localqueues.kueue.x-k8s.io)",
+                    "install Kueue, or remove spec.scheduling.queueName",
+                )
+            )
         elif scheduling.queue_name not in snapshot.local_queues:
             known = ", ".join(sorted(snapshot.local_queues)) or "none"
-            findings.append(Finding("Kueue", "problem", f"no LocalQueue {scheduling.queue_name} in {namespace} (found: {known})",
-                                    f"kubectl get localqueues -n {namespace}; set spec.scheduling.queueName to one of them"))  # fmt: skip
+            findings.append(
+                Finding(
+                    "Kueue",
+                    "problem",
+                    f"no LocalQueue {scheduling.queue_name} in {namespace} (found: {known})",
+                    f"kubectl get localqueues -n {namespace}; set spec.scheduling.queueName to one of them",
+                )
+            )
         else:
             findings.append(Finding("Kueue", "ok", f"LocalQueue {scheduling.queue_name} exists"))
     if scheduling.scheduler_name == VOLCANO and (found := _not_checked(snapshot, "podgroups", "Volcano")):
         findings.append(found)
     elif scheduling.scheduler_name == VOLCANO and not snapshot.volcano:
-        findings.append(Finding("Volcano", "problem", "spec.scheduling.schedulerName is volcano but Volcano is not installed",
-                                "install Volcano, or remove spec.scheduling.schedulerName"))  # fmt: skip
+        findings.append(
+            Finding(
+                "Volcano",
+                "problem",
+                "spec.scheduling.schedulerName is volcano but Volcano is not installed",
+                "install Volcano, or remove spec.scheduling.schedulerName",
+            )
+        )
     elif scheduling.scheduler_name == VOLCANO:
         findings.append(Finding("Volcano", "ok", "Volcano is installed (PodGroups served)"))
     return findings
@@ -247,12 +335,21 @@ def check_device_plugin(snapshot: ClusterSnapshot, pnaseval: PnasEval) -> list[F
     if any(volcano_mode(d) for d in snapshot.device_plugins):
         if by_volcano:
             return [Finding("device plugin", "ok", "Volcano mode (-volcanoType=true), and the spec asks for Volcano")]
-        return [Finding("device plugin", "problem", "the Ascend device plugin runs in Volcano mode (-volcanoType=true): "
-                        "NPU pods not placed by Volcano fail at allocation", "set spec.scheduling.schedulerName: volcano")]  # fmt: skip
+        return [
+            Finding(
+                "device plugin",
+                "problem",
+                "the Ascend device plugin runs in Volcano mode (-volcanoType=true): "
+                "NPU pods not placed by Volcano fail at allocation",
+                "set spec.scheduling.schedulerName: volcano",
+            )
+        ]
     return [Finding("device plugin", "ok", "the Ascend device plugin allocates on its own (no -volcanoType)")]
 
 
-def cluster_findings(snapshot: ClusterSnapshot, pnaseval: PnasEval, plan: Plan, jobs: list[dict], expected_crd: dict) -> list[Finding]:
+def cluster_findings(
+    snapshot: ClusterSnapshot, pnaseval: PnasEval, plan: Plan, jobs: list[dict], expected_crd: dict
+) -> list[Finding]:
     """Every cluster check, in the order a newcomer would fix them."""
     namespace = pnaseval.metadata.namespace
     return [

@@ -1,4 +1,5 @@
 """Commands the operator package adds to `pnas-eval` (entry point group `pnas_eval.commands`)."""
+
 from __future__ import annotations
 
 import sys
@@ -17,7 +18,9 @@ class PlanCommand(Command):
 
     spec: CliPositionalArg[str] = Field(..., description="PnasEval YAML")
     jobs_image: str = Field(JobSettings.model_fields["jobs_image"].default, description="image of the CPU/GPU stages")
-    ascend_image: str = Field(JobSettings.model_fields["ascend_image"].default, description="image of the Ascend stages")
+    ascend_image: str = Field(
+        JobSettings.model_fields["ascend_image"].default, description="image of the Ascend stages"
+    )
 
     def execute(self) -> int:
         import yaml
@@ -38,8 +41,12 @@ class DoctorCommand(Command):
     """Check, read-only, whether this cluster and storage can run a PnasEval, and how to fix what cannot."""
 
     spec: CliPositionalArg[str] = Field(..., description="PnasEval YAML")
-    namespace: str | None = Field(None, pattern=DNS_LABEL, description="where it will be applied (default: its metadata.namespace)")
-    storage_endpoint: str | None = Field(None, description="reach storage at this host:port from here (e.g. a port-forward)")
+    namespace: str | None = Field(
+        None, pattern=DNS_LABEL, description="where it will be applied (default: its metadata.namespace)"
+    )
+    storage_endpoint: str | None = Field(
+        None, description="reach storage at this host:port from here (e.g. a port-forward)"
+    )
 
     def execute(self) -> int:
         from pnas_jobs.plan import cluster_plan
@@ -49,7 +56,9 @@ class DoctorCommand(Command):
 
         pnaseval = load_manifest(self.spec)
         if self.namespace:
-            pnaseval = pnaseval.model_copy(update={"metadata": pnaseval.metadata.model_copy(update={"namespace": self.namespace})})
+            pnaseval = pnaseval.model_copy(
+                update={"metadata": pnaseval.metadata.model_copy(update={"namespace": self.namespace})}
+            )
         plan = cluster_plan(pnaseval, f"{self.spec} (for a cluster)", summary_file=TERMINATION_LOG)
         findings = doctor.examine(pnaseval, plan, self.storage_endpoint)
         meta = pnaseval.metadata

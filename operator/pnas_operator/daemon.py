@@ -8,6 +8,7 @@ due (which lists the Jobs instead of trusting the watch), or until something tim
 looked at again. A pass that fails, or a status write that fails, is retried with bounded
 exponential backoff, and the cause is shown (condition Blocked, a rate-limited Event) while it lasts.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -92,7 +93,10 @@ class Loop:
 
     async def run(self, stopped) -> None:
         self.written = copy.deepcopy(dict(self.body().get("status") or {}))
-        gate, wake = EventGate(self.post, self.settings.event_interval), self.runs.wakeups.setdefault(self.key, asyncio.Event())
+        gate, wake = (
+            EventGate(self.post, self.settings.event_interval),
+            self.runs.wakeups.setdefault(self.key, asyncio.Event()),
+        )
         delay, relist_at = 0.0, time.monotonic() + self.settings.resync_interval
         try:
             while not stopped:
@@ -141,7 +145,9 @@ class Loop:
         if result is None:
             return None
         status = result.outcome.status
-        made = problem_condition(self.written, ConditionType.BLOCKED, result.blocked, reconcile.now(), status.observed_generation)
+        made = problem_condition(
+            self.written, ConditionType.BLOCKED, result.blocked, reconcile.now(), status.observed_generation
+        )
         status.conditions = [c for c in status.conditions if c.type != ConditionType.BLOCKED] + ([made] if made else [])
         if not await self._write(gate, status.dump()):
             return self._backoff()
@@ -161,9 +167,13 @@ class Loop:
         metrics.RECONCILE_ERRORS.labels(problem[0]).inc()
         log.warning("%s/%s: %s", *self.key, problem[1])
         gate("Warning", *problem)
-        made = problem_condition(self.written, ConditionType.BLOCKED, problem, reconcile.now(), self.written.get("observedGeneration"))
+        made = problem_condition(
+            self.written, ConditionType.BLOCKED, problem, reconcile.now(), self.written.get("observedGeneration")
+        )
         conditions = [c for c in self.written.get("conditions") or [] if c.get("type") != ConditionType.BLOCKED]
-        await self._write(gate, {**self.written, "conditions": conditions + [made.model_dump(by_alias=True, exclude_none=True)]})
+        await self._write(
+            gate, {**self.written, "conditions": conditions + [made.model_dump(by_alias=True, exclude_none=True)]}
+        )
         return self._backoff()
 
     async def _write(self, gate: EventGate, status: dict) -> bool:

@@ -5,6 +5,7 @@ check storage and data with the credentials of this shell (pnas_jobs.preflight),
 The pod checks judge the Jobs as the running operator would build them (its settings from the env of
 its Deployment), so a driver hostPath it was told to mount shows up against Pod Security.
 """
+
 from __future__ import annotations
 
 from pydantic import ValidationError
@@ -24,7 +25,8 @@ def operator_job_settings(operator: dict | None) -> manifests.JobSettings:
     values = {
         field: e["value"]
         for e in containers[0].get("env") or []
-        if e.get("name", "").startswith(ENV_PREFIX) and "value" in e
+        if e.get("name", "").startswith(ENV_PREFIX)
+        and "value" in e
         and (field := e["name"].removeprefix(ENV_PREFIX).lower()) in manifests.JobSettings.model_fields
     }
     try:
@@ -40,7 +42,11 @@ def cluster(pnaseval: PnasEval, plan: Plan) -> list[Finding]:
             namespace, pnaseval.spec.storage.credentials_secret, f"{PLURAL}.{API_GROUP}", cluster_checks.OPERATOR_LABELS
         )
     except kube.ApiError as error:
-        return [Finding("Kubernetes API", "unreachable", str(error), "check KUBECONFIG / the current context, then run it again")]
+        return [
+            Finding(
+                "Kubernetes API", "unreachable", str(error), "check KUBECONFIG / the current context, then run it again"
+            )
+        ]
     _, operator = cluster_checks.check_operator(snapshot, namespace)
     owner = manifests.Owner(pnaseval.metadata.name, namespace, "<uid>")
     jobs = manifests.jobs_for_plan(plan, pnaseval.spec, owner, operator_job_settings(operator))

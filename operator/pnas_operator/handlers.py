@@ -5,6 +5,7 @@ then events), and each change wakes the loop of the PnasEval they belong to (`pn
 label). One daemon per running PnasEval reconciles it until it finishes; it writes the status
 itself (see daemon.py for why), and kopf never patches a status.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -24,7 +25,9 @@ RESOURCE = (API_GROUP, API_VERSION, PLURAL)
 OWNED = {NAME_LABEL: kopf.PRESENT}
 # a loop that has not turned for this long is stuck (each turn: a wait of at most the resync interval
 # or the longest backoff, then a pass of a few calls, each bounded by the API timeout)
-STALL_LIMIT = max(SETTINGS.resync_interval, SETTINGS.backoff_max) + 10 * (SETTINGS.api_timeout + SETTINGS.api_connect_timeout)
+STALL_LIMIT = max(SETTINGS.resync_interval, SETTINGS.backoff_max) + 10 * (
+    SETTINGS.api_timeout + SETTINGS.api_connect_timeout
+)
 
 
 @kopf.on.startup()
@@ -53,7 +56,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> No
 
 def _quiet(record: logging.LogRecord) -> bool:
     """Drop kopf's "Handler 'job_changed' succeeded." lines: one per watch event says nothing."""
-    return not any(f"'{name}' succeeded" in record.getMessage() for name in ("job_changed", "pod_changed", "pnaseval_gone"))
+    return not any(
+        f"'{name}' succeeded" in record.getMessage() for name in ("job_changed", "pod_changed", "pnaseval_gone")
+    )
 
 
 @kopf.on.cleanup()
@@ -114,14 +119,22 @@ async def pnaseval_gone(type: str, namespace: str, name: str, memo: kopf.Memo, *
 
 
 @kopf.daemon(*RESOURCE, when=lambda status, **_: status.get("phase") not in TERMINAL, cancellation_timeout=1.0)
-async def reconcile_until_done(namespace: str, name: str, body, memo: kopf.Memo, stopped, owned_jobs, owned_pods, **_) -> None:
+async def reconcile_until_done(
+    namespace: str, name: str, body, memo: kopf.Memo, stopped, owned_jobs, owned_pods, **_
+) -> None:
     key = (namespace, name)
 
     def post(type_: str, reason: str, message: str) -> None:
         kopf.event(body, type=type_, reason=reason, message=message)
 
     loop = daemon.Loop(
-        key, lambda: body, lambda: list(owned_jobs.get(key, [])), lambda: list(owned_pods.get(key, [])), post, memo.runs, SETTINGS
+        key,
+        lambda: body,
+        lambda: list(owned_jobs.get(key, [])),
+        lambda: list(owned_pods.get(key, [])),
+        post,
+        memo.runs,
+        SETTINGS,
     )
     await loop.run(stopped)
 
@@ -144,7 +157,12 @@ async def clean_storage(body, logger, **_) -> None:
     for attempt in range(1, 4):
         try:
             type_, message = await asyncio.to_thread(reconcile.cleanup, snapshot, SETTINGS)
-            kopf.event(body, type=type_, reason=Reason.CLEANUP_STARTED if type_ == "Normal" else Reason.CLEANUP_REFUSED, message=message)
+            kopf.event(
+                body,
+                type=type_,
+                reason=Reason.CLEANUP_STARTED if type_ == "Normal" else Reason.CLEANUP_REFUSED,
+                message=message,
+            )
             logger.info(message)
             return
         except kube.ApiError as error:

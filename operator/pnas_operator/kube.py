@@ -5,6 +5,7 @@ thread forever), is timed for the metrics, and fails as an `ApiError` that says 
 why in a few words (the API server's Status message, never a response body in full). Creating a Job
 that exists is not an error: the caller gets the existing Job to check whose it is.
 """
+
 from __future__ import annotations
 
 import json
@@ -91,13 +92,17 @@ def _reason(error) -> str:
 def _owned(items, owner: str) -> list[dict]:
     _, _, _, api = _clients()
     found = [api.sanitize_for_serialization(i) for i in items]
-    return [i for i in found if (i["metadata"].get("labels") or {}).get(NAME_LABEL) == owner]  # not every server filters
+    return [
+        i for i in found if (i["metadata"].get("labels") or {}).get(NAME_LABEL) == owner
+    ]  # not every server filters
 
 
 def list_jobs(namespace: str, owner: str) -> list[dict]:
     """The Jobs labelled for one PnasEval (the safety-net pass; the watch feeds the others)."""
     batch, _, _, _ = _clients()
-    found = _call("listing Jobs", "list", "jobs", batch.list_namespaced_job, namespace, label_selector=f"{NAME_LABEL}={owner}")
+    found = _call(
+        "listing Jobs", "list", "jobs", batch.list_namespaced_job, namespace, label_selector=f"{NAME_LABEL}={owner}"
+    )
     return _owned(found.items, owner)
 
 
@@ -121,8 +126,12 @@ def failed_create_events(namespace: str, job: str) -> list[str]:
     """Messages of the Job controller's FailedCreate Events on a Job (pods refused at admission), oldest first."""
     _, core, _, _ = _clients()
     selector = f"involvedObject.kind=Job,involvedObject.name={job},reason=FailedCreate"
-    found = _call(f"reading Events of Job {job}", "list", "events", core.list_namespaced_event, namespace, field_selector=selector)
-    events = sorted(found.items, key=lambda e: str(e.last_timestamp or e.event_time or e.metadata.creation_timestamp or ""))
+    found = _call(
+        f"reading Events of Job {job}", "list", "events", core.list_namespaced_event, namespace, field_selector=selector
+    )
+    events = sorted(
+        found.items, key=lambda e: str(e.last_timestamp or e.event_time or e.metadata.creation_timestamp or "")
+    )
     return [e.message or "" for e in events]
 
 
@@ -130,9 +139,17 @@ def patch_status(namespace: str, name: str, status: dict) -> None:
     """Write a PnasEval's status (a merge patch of the status subresource)."""
     _, _, custom, _ = _clients()
     _call(
-        f"writing the status of {name}", "patch", "pnasevals/status",
-        custom.patch_namespaced_custom_object_status, API_GROUP, API_VERSION, namespace, PLURAL, name, {"status": status},
-    )  # fmt: skip
+        f"writing the status of {name}",
+        "patch",
+        "pnasevals/status",
+        custom.patch_namespaced_custom_object_status,
+        API_GROUP,
+        API_VERSION,
+        namespace,
+        PLURAL,
+        name,
+        {"status": status},
+    )
 
 
 # ---- read-only views for `pnas-eval doctor` (never a Secret's values: only its key names) ----
@@ -182,11 +199,23 @@ def cluster_snapshot(namespace: str, secret: str, crd_name: str, operator_labels
     s = ClusterSnapshot()
     found = _read(s, f"reading Namespace {namespace}", "namespaces", core.read_namespace, namespace)
     s.namespace = _plain(found) if found else None
-    found = _read(s, f"reading CRD {crd_name}", "customresourcedefinitions", extensions.read_custom_resource_definition, crd_name)
+    found = _read(
+        s, f"reading CRD {crd_name}", "customresourcedefinitions", extensions.read_custom_resource_definition, crd_name
+    )
     s.crd = _plain(found) if found else None
     selector = ",".join(f"{k}={v}" for k, v in operator_labels.items())
-    found = _read(s, "listing operator Deployments", "deployments", apps.list_deployment_for_all_namespaces, label_selector=selector)
-    s.operators = [d for d in map(_plain, found.items if found else []) if operator_labels.items() <= (d["metadata"].get("labels") or {}).items()]
+    found = _read(
+        s,
+        "listing operator Deployments",
+        "deployments",
+        apps.list_deployment_for_all_namespaces,
+        label_selector=selector,
+    )
+    s.operators = [
+        d
+        for d in map(_plain, found.items if found else [])
+        if operator_labels.items() <= (d["metadata"].get("labels") or {}).items()
+    ]
     found = _read(s, f"reading Secret {secret}", "secrets", core.read_namespaced_secret, secret, namespace)
     s.secret_keys = set(found.data or {}) if found else None  # the key names only
     found = _read(s, "listing ServiceAccounts", "serviceaccounts", core.list_namespaced_service_account, namespace)
@@ -194,8 +223,20 @@ def cluster_snapshot(namespace: str, secret: str, crd_name: str, operator_labels
     found = _read(s, "listing Nodes", "nodes", core.list_node)
     s.nodes = [_plain(n) for n in found.items] if found else []
     s.local_queues = _local_queues(s, custom, namespace)
-    s.volcano = _read(s, "looking for Volcano", "podgroups", custom.list_namespaced_custom_object,
-                      VOLCANO_GROUP, VOLCANO_VERSION, namespace, "podgroups", limit=1) is not None  # fmt: skip
+    s.volcano = (
+        _read(
+            s,
+            "looking for Volcano",
+            "podgroups",
+            custom.list_namespaced_custom_object,
+            VOLCANO_GROUP,
+            VOLCANO_VERSION,
+            namespace,
+            "podgroups",
+            limit=1,
+        )
+        is not None
+    )
     found = _read(s, "listing DaemonSets", "daemonsets", apps.list_daemon_set_for_all_namespaces)
     s.device_plugins = [d for d in map(_plain, found.items if found else []) if _is_device_plugin(d)]
     return s
@@ -204,8 +245,16 @@ def cluster_snapshot(namespace: str, secret: str, crd_name: str, operator_labels
 def _local_queues(snapshot, custom, namespace: str) -> set[str] | None:
     """Names of Kueue's LocalQueues in the namespace; None when no Kueue version serves the kind."""
     for version in KUEUE_VERSIONS:
-        found = _read(snapshot, "listing Kueue LocalQueues", "localqueues", custom.list_namespaced_custom_object,
-                      KUEUE_GROUP, version, namespace, "localqueues")  # fmt: skip
+        found = _read(
+            snapshot,
+            "listing Kueue LocalQueues",
+            "localqueues",
+            custom.list_namespaced_custom_object,
+            KUEUE_GROUP,
+            version,
+            namespace,
+            "localqueues",
+        )
         if found is not None:
             return {q["metadata"]["name"] for q in found.get("items", [])}
         if "localqueues" in snapshot.forbidden:

@@ -1,4 +1,5 @@
 """`pnas-operator`: run the kopf operator with the project's handlers and settings."""
+
 from __future__ import annotations
 
 import argparse
@@ -13,7 +14,9 @@ def main(argv: list[str] | None = None) -> None:
     scope = parser.add_mutually_exclusive_group()
     scope.add_argument("--namespace", "-n", action="append", help="watch this namespace (repeatable)")
     scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch the whole cluster")
-    parser.add_argument("--liveness", default=os.environ.get("PNAS_OPERATOR_LIVENESS"), help="e.g. http://0.0.0.0:8080/healthz")
+    parser.add_argument(
+        "--liveness", default=os.environ.get("PNAS_OPERATOR_LIVENESS"), help="e.g. http://0.0.0.0:8080/healthz"
+    )
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
     namespaces = args.namespace or [n for n in os.environ.get("PNAS_OPERATOR_NAMESPACE", "").split(",") if n]

@@ -12,6 +12,7 @@ that asks for whole NPUs reads ASCEND_VISIBLE_DEVICES from the annotation Volcan
 writes on it (`huawei.com/Ascend310P: Ascend310P-3`), through the downward API, as mind-cluster's
 samples do; without Volcano, the device plugin sets that variable itself.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -196,7 +197,9 @@ def _volumes(step: Step, settings: JobSettings) -> tuple[list[dict], list[dict]]
     if step.image == "ascend" and settings.ascend_driver_path:
         # empty path: the Ascend container runtime mounts the driver itself (no hostPath needed)
         mounts.append({"name": "ascend-driver", "mountPath": settings.ascend_driver_path, "readOnly": True})
-        volumes.append({"name": "ascend-driver", "hostPath": {"path": settings.ascend_driver_path, "type": "Directory"}})
+        volumes.append(
+            {"name": "ascend-driver", "hostPath": {"path": settings.ascend_driver_path, "type": "Directory"}}
+        )
     return mounts, volumes
 
 

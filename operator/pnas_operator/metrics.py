@@ -3,6 +3,7 @@
 Names follow Prometheus' conventions (prometheus.io/docs/practices/naming/): a `pnas_eval_` prefix,
 base units (seconds), `_total` on counters.
 """
+
 from __future__ import annotations
 
 import time
@@ -12,7 +13,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry()
 
-EVALUATIONS = Gauge("pnas_eval_evaluations", "PnasEvals this operator reconciles, by phase", ["phase"], registry=REGISTRY)
+EVALUATIONS = Gauge(
+    "pnas_eval_evaluations", "PnasEvals this operator reconciles, by phase", ["phase"], registry=REGISTRY
+)
 STAGE_SECONDS = Histogram(
     "pnas_eval_stage_duration_seconds",
     "Wall time of a finished stage's Job (its startTime to completionTime), by stage and outcome",
@@ -20,11 +23,18 @@ STAGE_SECONDS = Histogram(
     buckets=(5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 43200),
     registry=REGISTRY,
 )
-SHARDS = Counter("pnas_eval_shards_total", "Shards of finished inference stages, by result", ["result"], registry=REGISTRY)
-RECONCILE_ERRORS = Counter(
-    "pnas_eval_reconcile_errors_total", "Reconcile passes that could not finish, by reason", ["reason"], registry=REGISTRY
+SHARDS = Counter(
+    "pnas_eval_shards_total", "Shards of finished inference stages, by result", ["result"], registry=REGISTRY
 )
-PASSES = Counter("pnas_eval_reconcile_passes_total", "Reconcile passes, by what woke them", ["trigger"], registry=REGISTRY)
+RECONCILE_ERRORS = Counter(
+    "pnas_eval_reconcile_errors_total",
+    "Reconcile passes that could not finish, by reason",
+    ["reason"],
+    registry=REGISTRY,
+)
+PASSES = Counter(
+    "pnas_eval_reconcile_passes_total", "Reconcile passes, by what woke them", ["trigger"], registry=REGISTRY
+)
 API_SECONDS = Histogram(
     "pnas_eval_api_request_duration_seconds",
     "Latency of the operator's own Kubernetes API calls (kube.py; kopf's watches not included), by verb, resource and code",
@@ -41,7 +51,9 @@ def api_call(verb: str, resource: str):
     try:
         yield outcome
     except BaseException as error:
-        outcome["code"] = str(getattr(error, "status", "") or ("timeout" if "timeout" in type(error).__name__.lower() else "error"))
+        outcome["code"] = str(
+            getattr(error, "status", "") or ("timeout" if "timeout" in type(error).__name__.lower() else "error")
+        )
         raise
     finally:
         API_SECONDS.labels(verb, resource, outcome["code"]).observe(time.perf_counter() - started)

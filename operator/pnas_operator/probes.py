@@ -1,5 +1,6 @@
 """The operator's own HTTP endpoint (kopf serves only liveness): `/metrics` for Prometheus and
 `/readyz` for the kubelet's readiness probe, on `PNAS_OPERATOR_PROBE_PORT`."""
+
 from __future__ import annotations
 
 from typing import Callable

@@ -5,6 +5,7 @@ The story: skip finished evaluations; read the spec; plan; take the Jobs and pod
 return one status to write and the Events to post. A call the API server fails does not end the
 pass: the status says what blocks it (condition Blocked) and the daemon tries again with backoff.
 """
+
 from __future__ import annotations
 
 import logging
@@ -58,7 +59,12 @@ def rejected(body: dict, message: str, when: str, reason: str) -> state.Outcome:
 def plan_of(body: dict) -> tuple[PnasEval, Plan]:
     source = f"PnasEval {body['metadata'].get('namespace')}/{body['metadata']['name']}"
     pnaseval = parse_manifest(
-        {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"), "metadata": body["metadata"], "spec": body.get("spec")},
+        {
+            "apiVersion": body.get("apiVersion"),
+            "kind": body.get("kind"),
+            "metadata": body["metadata"],
+            "spec": body.get("spec"),
+        },
         source,
     )
     return pnaseval, cluster_plan(pnaseval, source, summary_file=manifests.TERMINATION_LOG)
@@ -96,13 +102,17 @@ def reconcile(
     try:
         result.blocked = _create(plan, pnaseval, owner, outcome, settings)
     except kube.JobRejected as error:
-        return Result(rejected(body, f"the API server refused {error.what}: {error.describe()}", when, Reason.JOB_REJECTED))
+        return Result(
+            rejected(body, f"the API server refused {error.what}: {error.describe()}", when, Reason.JOB_REJECTED)
+        )
     except kube.ApiError as error:
         result.blocked = (error.reason, str(error))
     return _give_up_on_leftovers(body, result, previous, pnaseval, when, age)
 
 
-def _create(plan: Plan, pnaseval: PnasEval, owner: manifests.Owner, outcome: state.Outcome, settings) -> tuple[str, str] | None:
+def _create(
+    plan: Plan, pnaseval: PnasEval, owner: manifests.Owner, outcome: state.Outcome, settings
+) -> tuple[str, str] | None:
     """Create the Jobs whose turn has come; a same-name Job of someone else blocks (reported, not fought)."""
     for step in outcome.create:
         job = manifests.job_for_step(plan, step, pnaseval.spec, owner, settings.job_settings())
@@ -114,7 +124,12 @@ def _create(plan: Plan, pnaseval: PnasEval, owner: manifests.Owner, outcome: sta
         if existing is None:
             log.info("created Job %s/%s", owner.namespace, name)
         elif not manifests.owned_by(existing, owner):
-            refs = ", ".join(f"{r.get('kind')} uid {r.get('uid')}" for r in existing["metadata"].get("ownerReferences") or []) or "no owner"
+            refs = (
+                ", ".join(
+                    f"{r.get('kind')} uid {r.get('uid')}" for r in existing["metadata"].get("ownerReferences") or []
+                )
+                or "no owner"
+            )
             return Reason.LEFTOVER_JOB, (
                 f"Job {name} ({step.name}) exists but belongs to an earlier PnasEval of this name ({refs}); "
                 f"waiting for garbage collection to remove it, or `kubectl delete job -n {owner.namespace} {name}`"
@@ -128,7 +143,9 @@ def _give_up_on_leftovers(body, result: Result, previous: dict, pnaseval: PnasEv
     deadline = pnaseval.spec.scheduling.pending_deadline_seconds
     if result.blocked and result.blocked[0] == Reason.LEFTOVER_JOB and before.get("reason") == Reason.LEFTOVER_JOB:
         if before.get("status") == "True" and age(before["lastTransitionTime"]) >= deadline:
-            return Result(rejected(body, f"blocked for more than {deadline} s: {result.blocked[1]}", when, Reason.LEFTOVER_JOB))
+            return Result(
+                rejected(body, f"blocked for more than {deadline} s: {result.blocked[1]}", when, Reason.LEFTOVER_JOB)
+            )
     return result
 
 
@@ -136,10 +153,15 @@ def _waiting(outcome: state.Outcome, seen: state.Seen, jobs: list[dict]) -> bool
     """Whether something time-based is pending: pods not started yet, or a summary not read yet."""
     running = [j for j in jobs if state.view(j).phase == status_model.StagePhase.RUNNING]
     started = {p.job for p in seen.pods if p.started}
-    return any(j["metadata"]["name"] not in started for j in running) or outcome.status.phase == status_model.Phase.AGGREGATING
+    return (
+        any(j["metadata"]["name"] not in started for j in running)
+        or outcome.status.phase == status_model.Phase.AGGREGATING
+    )
 
 
-def _failed_create(jobs: list[dict], pods: tuple[PodView, ...], settings: OperatorSettings, age) -> dict[str, list[str]]:
+def _failed_create(
+    jobs: list[dict], pods: tuple[PodView, ...], settings: OperatorSettings, age
+) -> dict[str, list[str]]:
     """FailedCreate Events of running Jobs (not queued) that have no pod a while after their creation:
     only they are asked about, so a run whose pods start makes no such call."""
     with_pods = {p.job for p in pods}
@@ -154,7 +176,9 @@ def _failed_create(jobs: list[dict], pods: tuple[PodView, ...], settings: Operat
     return out
 
 
-def _summary(plan: Plan, jobs: list[dict], pods: tuple[PodView, ...], settings, age) -> tuple[Summary | None, str | None]:
+def _summary(
+    plan: Plan, jobs: list[dict], pods: tuple[PodView, ...], settings, age
+) -> tuple[Summary | None, str | None]:
     """The run's summary once the step that writes it succeeded (its pod's termination message), or
     why it cannot be read: unreadable, or no pod holds it a grace period after the Job completed."""
     step = plan.summary_step.name

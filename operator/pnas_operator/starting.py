@@ -15,6 +15,7 @@ pkg/kubelet/kuberuntime/kuberuntime_container.go):
 - a queue (Kueue) holds the Job: `spec.suspend: true` and the Job condition `Suspended=True`
   (kueue.sigs.k8s.io/docs/tasks/run/jobs/). That is waiting, not a problem; Kueue owns `suspend`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -59,9 +60,17 @@ def pod_view(pod: dict) -> PodView:
     for c in containers:
         waiting = (c.get("state") or {}).get("waiting") or {}
         if waiting.get("reason") in WAITING_PROBLEMS:
-            problem = (waiting["reason"], f"{WAITING_PROBLEMS[waiting['reason']]}: {waiting.get('message') or waiting['reason']}")
+            problem = (
+                waiting["reason"],
+                f"{WAITING_PROBLEMS[waiting['reason']]}: {waiting.get('message') or waiting['reason']}",
+            )
     scheduled = next((c for c in status.get("conditions") or [] if c.get("type") == "PodScheduled"), None)
-    if problem is None and scheduled and scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable":
+    if (
+        problem is None
+        and scheduled
+        and scheduled.get("status") == "False"
+        and scheduled.get("reason") == "Unschedulable"
+    ):
         problem = ("Unschedulable", f"no node can take the pod: {scheduled.get('message') or 'Unschedulable'}")
     ended = [t for t in ((c.get("state") or {}).get("terminated") or {} for c in containers) if t.get("message")]
     summary = next((t["message"] for t in ended if t.get("exitCode") == 0), None)
@@ -71,7 +80,10 @@ def pod_view(pod: dict) -> PodView:
 
 def queued(job: dict) -> bool:
     """Held by a queue: suspended (Kueue sets and clears spec.suspend; the operator never touches it)."""
-    suspended = any(c.get("type") == "Suspended" and c.get("status") == "True" for c in (job.get("status") or {}).get("conditions") or [])
+    suspended = any(
+        c.get("type") == "Suspended" and c.get("status") == "True"
+        for c in (job.get("status") or {}).get("conditions") or []
+    )
     return bool((job.get("spec") or {}).get("suspend")) or suspended
 
 

@@ -3,6 +3,7 @@ the Events worth posting. Level-based: nothing is remembered between passes but 
 so an operator restart picks up where the cluster is. What runs next is the shared scheduler's
 decision (pnas_jobs.schedule), as in the local runner; stage names come from the plan.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -109,7 +110,9 @@ def _remembered(stage: dict | None) -> JobView | None:
     """A stage the status records as Succeeded whose Job is gone (ttlSecondsAfterFinished): still done."""
     if not stage or stage.get("phase") != StagePhase.SUCCEEDED or not stage.get("job"):
         return None
-    return JobView(stage["job"], StagePhase.SUCCEEDED, succeeded=stage.get("succeeded", 0), failed_pods=stage.get("failedPods", 0))
+    return JobView(
+        stage["job"], StagePhase.SUCCEEDED, succeeded=stage.get("succeeded", 0), failed_pods=stage.get("failedPods", 0)
+    )
 
 
 def _stage(step: Step, v: JobView | None) -> StageStatus:
@@ -200,7 +203,9 @@ def derive(
         failed_shards=sorted({i for s in failed for i in views[s.name].failed_indexes}),
         failed_images=summary.failed_images if summary else None,
         # the summary leaves out where the accuracy files are (a termination message holds 4 KiB)
-        results=[r.model_copy(update={"json_": f"{plan.root}/{layout.accuracy_json(r.batch_size)}"}) for r in summary.results]
+        results=[
+            r.model_copy(update={"json_": f"{plan.root}/{layout.accuracy_json(r.batch_size)}"}) for r in summary.results
+        ]
         if summary
         else [],
         worst_agreement=_worst_agreement(summary),
@@ -213,7 +218,9 @@ def derive(
     return Outcome(status, [] if phase in TERMINAL else list(decision.start), events)
 
 
-def _conditions(plan: Plan, views: dict, previous: dict, run: tuple[Phase, str, str], queued_, stall, now: str, generation) -> list:
+def _conditions(
+    plan: Plan, views: dict, previous: dict, run: tuple[Phase, str, str], queued_, stall, now: str, generation
+) -> list:
     """Ready (the run), one <Step>Done per started step, and Queued / Stalled while they apply."""
     phase, reason, message = run
     ready = True if phase == Phase.SUCCEEDED else (False if phase == Phase.FAILED else None)
@@ -224,7 +231,9 @@ def _conditions(plan: Plan, views: dict, previous: dict, run: tuple[Phase, str, 
     return [
         condition(previous, ConditionType.READY, ready, reason, message, now, generation),
         *(
-            condition(previous, step_condition_type(s.name), _ok(views[s.name]), _reason(views[s.name]), "", now, generation)
+            condition(
+                previous, step_condition_type(s.name), _ok(views[s.name]), _reason(views[s.name]), "", now, generation
+            )
             for s in plan.steps
             if views[s.name]
         ),
@@ -263,7 +272,9 @@ def _stall(plan: Plan, views: dict, seen: Seen) -> tuple[str, str] | None:
         v = views[step.name]
         if v.queued:
             continue
-        problem = start_problem(step.name, [p for p in seen.pods if p.job == v.name], seen.failed_create.get(v.name, []))
+        problem = start_problem(
+            step.name, [p for p in seen.pods if p.job == v.name], seen.failed_create.get(v.name, [])
+        )
         if problem:
             return problem
     return None
@@ -275,8 +286,15 @@ def _late(plan: Plan, views: dict, previous: dict, stall, seen: Seen, summary) -
     if stall and seen.pending_deadline is not None and before and before.get("status") == "True":
         waited = seen.age(before["lastTransitionTime"])
         if waited >= seen.pending_deadline:
-            return Reason.PENDING_DEADLINE, f"pods could not start for {int(waited)} s (spec.scheduling.pendingDeadlineSeconds): {stall[1]}"
-    if summary is None and seen.summary_problem and all(views[s.name] and views[s.name].phase == StagePhase.SUCCEEDED for s in plan.steps):
+            return (
+                Reason.PENDING_DEADLINE,
+                f"pods could not start for {int(waited)} s (spec.scheduling.pendingDeadlineSeconds): {stall[1]}",
+            )
+    if (
+        summary is None
+        and seen.summary_problem
+        and all(views[s.name] and views[s.name].phase == StagePhase.SUCCEEDED for s in plan.steps)
+    ):
         return Reason.SUMMARY_UNREADABLE, (
             f"{plan.summary_step.name} succeeded but its summary cannot be read ({seen.summary_problem}); the report is at "
             f"{plan.root}/{layout.REPORT}; to evaluate again, delete and re-create the PnasEval"
@@ -307,7 +325,11 @@ def _reason(v: JobView | None) -> str:
 def _failure(step: Step, v: JobView) -> str:
     """Bounded at any number of failed shards: the first few and a count (failedShards has them all)."""
     count = len(v.failed_indexes)
-    where = f" (shards {bounded(v.failed_indexes)})" if 0 < count <= 5 else (f" ({count} shards: {bounded(v.failed_indexes)})" if count else "")
+    where = (
+        f" (shards {bounded(v.failed_indexes)})"
+        if 0 < count <= 5
+        else (f" ({count} shards: {bounded(v.failed_indexes)})" if count else "")
+    )
     why = f": {v.reason}" if v.reason else ""
     detail = f" - {clip(v.message, 300)}" if v.message else ""
     return f"{step.name} failed{where}{why}{detail}"
@@ -323,7 +345,9 @@ def _phase(plan: Plan, views: dict, failed: list[Step], summary: Summary | None)
         if summary is None:
             return Phase.AGGREGATING, f"{plan.summary_step.name} finished; reading its results"
         lost = [f"bs{r.batch_size}" for r in summary.results if r.fidelity_ok is False]
-        verdict = f"; accuracy lost against the fidelity reference at {', '.join(lost)} (see FidelityOK)" if lost else ""
+        verdict = (
+            f"; accuracy lost against the fidelity reference at {', '.join(lost)} (see FidelityOK)" if lost else ""
+        )
         return Phase.SUCCEEDED, f"{len(summary.results)} batch sizes evaluated{verdict}"
     v = views[pending.name]
     if v is None:

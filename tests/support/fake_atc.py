@@ -22,6 +22,7 @@ accumulates in float32, so matrix products are close; elementwise operators comp
 float16 may round differently). Without either, the model is copied (origin precision), as the
 tests of pnas-eval's own side (bytes, padding, devices) want.
 """
+
 from __future__ import annotations
 
 import os
@@ -80,8 +81,14 @@ def as_float16(source: str, target: str) -> None:
     graph = model.graph
     for init in graph.initializer:
         if init.data_type == TensorProto.FLOAT:
-            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16).astype(np.float32), init.name))
-    floats = {v.name for v in [*graph.value_info, *graph.output, *graph.input] if v.type.tensor_type.elem_type == TensorProto.FLOAT}
+            init.CopyFrom(
+                numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16).astype(np.float32), init.name)
+            )
+    floats = {
+        v.name
+        for v in [*graph.value_info, *graph.output, *graph.input]
+        if v.type.tensor_type.elem_type == TensorProto.FLOAT
+    }
     nodes = []
 
     def rounded(name: str) -> list:  # name_raw -> float16 -> name

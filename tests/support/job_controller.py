@@ -13,6 +13,7 @@ It follows the Job documentation (kubernetes.io/docs/concepts/workloads/controll
 - a container killed by a signal exits with 128 + the signal number (137 for SIGKILL, as the kernel's
   OOM killer sends), which the pod failure policy sees like any exit code.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -94,6 +95,8 @@ def finish(job: dict, exit_code: Callable[[int, int], int]) -> tuple[dict, dict[
         status["completedIndexes"] = intervals(succeeded)
         status["failedIndexes"] = intervals(failed)
     reason = "PodFailurePolicy" if job_failed else ("FailedIndexes" if rules.indexed else "BackoffLimitExceeded")
-    condition = {"type": "Failed", "status": "True", "reason": reason} if failed else {"type": "Complete", "status": "True"}
+    condition = (
+        {"type": "Failed", "status": "True", "reason": reason} if failed else {"type": "Complete", "status": "True"}
+    )
     status["conditions"] = [condition]
     return {**job, "status": status}, pods

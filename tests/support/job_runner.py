@@ -43,6 +43,7 @@ device plugin's variables before the container's own env, and a later one wins. 
 `huawei.com/Ascend310P: Ascend310P-3` (ascend-for-volcano internal/npu/base/task.go
 SetNPUTopologyToPodFn), which a downward-API fieldRef then reads.
 """
+
 from __future__ import annotations
 
 import base64
@@ -74,9 +75,17 @@ def stamp() -> str:
 
 
 class JobRunner:
-    def __init__(self, api_client, namespace: str, base_env: dict[str, str], workers: int = 3,
-                 execute: bool = True, summary: Callable[[dict], str] | None = None, poll: float = 0.2,
-                 pod_seconds: float = 0.0):  # fmt: skip
+    def __init__(
+        self,
+        api_client,
+        namespace: str,
+        base_env: dict[str, str],
+        workers: int = 3,
+        execute: bool = True,
+        summary: Callable[[dict], str] | None = None,
+        poll: float = 0.2,
+        pod_seconds: float = 0.0,
+    ):
         api_client.user_agent = USER_AGENT
         self.batch = kubernetes.client.BatchV1Api(api_client)
         self.core = kubernetes.client.CoreV1Api(api_client)
@@ -121,10 +130,14 @@ class JobRunner:
         while not self._stop.is_set():
             stream = watch.Watch()
             try:
-                for event in stream.stream(self.batch.list_namespaced_job, self.namespace, timeout_seconds=2, _request_timeout=10):
+                for event in stream.stream(
+                    self.batch.list_namespaced_job, self.namespace, timeout_seconds=2, _request_timeout=10
+                ):
                     job = event["raw_object"]
                     name, uid = job["metadata"]["name"], job["metadata"]["uid"]
-                    if event["type"] != "DELETED" and self.started.get(name) != uid:  # new, or re-created under that name
+                    if (
+                        event["type"] != "DELETED" and self.started.get(name) != uid
+                    ):  # new, or re-created under that name
                         self.started[name] = uid
                         threading.Thread(target=self._run_job, args=(name,), daemon=True).start()
                     if self._stop.is_set():
@@ -196,11 +209,23 @@ class JobRunner:
     def _queue(self, name: str) -> bool:
         """Kueue's hold: suspended, no pods, until admitted."""
         self.batch.patch_namespaced_job(name, self.namespace, {"spec": {"suspend": True}})
-        suspended = {"type": "Suspended", "status": "True", "reason": "JobSuspended", "message": "Job suspended", "lastTransitionTime": stamp()}
+        suspended = {
+            "type": "Suspended",
+            "status": "True",
+            "reason": "JobSuspended",
+            "message": "Job suspended",
+            "lastTransitionTime": stamp(),
+        }
         self.batch.patch_namespaced_job_status(name, self.namespace, {"status": {"conditions": [suspended]}})
         if not self._wait(lambda: name in self.kueue):
             return False
-        resumed = {**suspended, "status": "False", "reason": "JobResumed", "message": "Job resumed", "lastTransitionTime": stamp()}
+        resumed = {
+            **suspended,
+            "status": "False",
+            "reason": "JobResumed",
+            "message": "Job resumed",
+            "lastTransitionTime": stamp(),
+        }
         self.batch.patch_namespaced_job_status(name, self.namespace, {"status": {"conditions": [resumed]}})
         return True
 
@@ -218,8 +243,10 @@ class JobRunner:
                 if error.status != 404:
                     raise
             if not posted:  # the controller retries with backoff; its recorder folds repeats into one Event
-                message = (f'Error creating: pods "{name}-0-" is forbidden: error looking up service account '
-                           f'{self.namespace}/{account}: serviceaccount "{account}" not found')  # fmt: skip
+                message = (
+                    f'Error creating: pods "{name}-0-" is forbidden: error looking up service account '
+                    f'{self.namespace}/{account}: serviceaccount "{account}" not found'
+                )
                 self._event(job, "FailedCreate", message)
                 posted = True
             self._stop.wait(0.5)
@@ -227,13 +254,28 @@ class JobRunner:
 
     def _event(self, job: dict, reason: str, message: str) -> None:
         meta = job["metadata"]
-        self.core.create_namespaced_event(self.namespace, {
-            "apiVersion": "v1", "kind": "Event",
-            "metadata": {"generateName": f"{meta['name']}.", "namespace": self.namespace},
-            "involvedObject": {"apiVersion": "batch/v1", "kind": "Job", "name": meta["name"], "namespace": self.namespace, "uid": meta.get("uid")},
-            "reason": reason, "message": message, "type": "Warning", "source": {"component": "job-controller"},
-            "firstTimestamp": stamp(), "lastTimestamp": stamp(), "count": 1,
-        })  # fmt: skip
+        self.core.create_namespaced_event(
+            self.namespace,
+            {
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {"generateName": f"{meta['name']}.", "namespace": self.namespace},
+                "involvedObject": {
+                    "apiVersion": "batch/v1",
+                    "kind": "Job",
+                    "name": meta["name"],
+                    "namespace": self.namespace,
+                    "uid": meta.get("uid"),
+                },
+                "reason": reason,
+                "message": message,
+                "type": "Warning",
+                "source": {"component": "job-controller"},
+                "firstTimestamp": stamp(),
+                "lastTimestamp": stamp(),
+                "count": 1,
+            },
+        )
 
     def _env(self, container: dict, placed: dict) -> dict[str, str] | str:
         """The container's environment, or the kubelet's CreateContainerConfigError message."""
@@ -263,20 +305,39 @@ class JobRunner:
     def _pod(self, job: dict, container: dict, index: int | None, attempt: int, placed: dict) -> str:
         """Create the pod as the Job controller does (template labels plus the controller's own), Pending."""
         meta = job["metadata"]
-        name = f"{meta['name']}-{index or 0}-{attempt}-{meta['uid'][:5]}"  # the Job controller's pods have a random suffix
-        labels = {**job["spec"]["template"]["metadata"].get("labels", {}), "batch.kubernetes.io/job-name": meta["name"],
-                  "job-name": meta["name"], "batch.kubernetes.io/controller-uid": meta["uid"], "controller-uid": meta["uid"]}  # fmt: skip
+        name = (
+            f"{meta['name']}-{index or 0}-{attempt}-{meta['uid'][:5]}"  # the Job controller's pods have a random suffix
+        )
+        labels = {
+            **job["spec"]["template"]["metadata"].get("labels", {}),
+            "batch.kubernetes.io/job-name": meta["name"],
+            "job-name": meta["name"],
+            "batch.kubernetes.io/controller-uid": meta["uid"],
+            "controller-uid": meta["uid"],
+        }
         if index is not None:
             labels["batch.kubernetes.io/job-completion-index"] = str(index)
-        self.core.create_namespaced_pod(self.namespace, {
-            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels, "annotations": placed["annotations"]},
-            "spec": {"containers": [{"name": container["name"], "image": container["image"]}]},
-            "status": {"phase": "Pending"},
-        })  # fmt: skip
+        self.core.create_namespaced_pod(
+            self.namespace,
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": name, "labels": labels, "annotations": placed["annotations"]},
+                "spec": {"containers": [{"name": container["name"], "image": container["image"]}]},
+                "status": {"phase": "Pending"},
+            },
+        )
         return name
 
     def _pod_status(self, pod: str, phase: str, container: dict, state: dict, conditions=()) -> None:
-        status = {"name": container["name"], "image": container["image"], "imageID": "", "ready": phase == "Running", "restartCount": 0, "state": state}
+        status = {
+            "name": container["name"],
+            "image": container["image"],
+            "imageID": "",
+            "ready": phase == "Running",
+            "restartCount": 0,
+            "state": state,
+        }
         body = {"status": {"phase": phase, "conditions": list(conditions), "containerStatuses": [status]}}
         self.core.patch_namespaced_pod_status(pod, self.namespace, body)
 
@@ -286,7 +347,12 @@ class JobRunner:
         reported = None
         while not self._stop.is_set():
             if job in self.unschedulable:
-                scheduled = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": self.unschedulable[job]}
+                scheduled = {
+                    "type": "PodScheduled",
+                    "status": "False",
+                    "reason": "Unschedulable",
+                    "message": self.unschedulable[job],
+                }
                 now = ("Pending", {}, [scheduled])
             elif job in self.image_pull:
                 waiting = {"reason": "ImagePullBackOff", "message": f'Back-off pulling image "{container["image"]}"'}
@@ -333,7 +399,9 @@ class JobRunner:
             log = Path(tmp) / "termination-log"
             command = [str(log) if arg == TERMINATION_LOG else arg for arg in container["command"]]
             assert command[0] == "pnas-eval", command
-            result = subprocess.run([sys.executable, "-m", "pnas_jobs", *command[1:]], env=env, capture_output=True, text=True)
+            result = subprocess.run(
+                [sys.executable, "-m", "pnas_jobs", *command[1:]], env=env, capture_output=True, text=True
+            )
             return result.returncode, log.read_text() if log.exists() else result.stderr[-2000:]
 
     def _write(self, name: str, state: dict, indexed: bool, condition: tuple[str, str] | None) -> None:
@@ -349,7 +417,9 @@ class JobRunner:
                 status["failedIndexes"] = job_controller.intervals(sorted(state["failed"]))
             if condition:
                 kind, reason = condition
-                status["conditions"] = [{"type": kind, "status": "True", "reason": reason, "message": "", "lastTransitionTime": stamp()}]
+                status["conditions"] = [
+                    {"type": kind, "status": "True", "reason": reason, "message": "", "lastTransitionTime": stamp()}
+                ]
                 if kind == "Complete":
                     status["completionTime"] = stamp()
         if not self._stop.is_set():
@@ -380,7 +450,9 @@ def millicores(quantity) -> int:
 def npu_request(container: dict) -> tuple[str, int] | None:
     """The Ascend resource (whole NPUs) a container asks for, and how many."""
     limits = (container.get("resources") or {}).get("limits") or {}
-    found = [(name, int(count)) for name, count in limits.items() if name.startswith("huawei.com/Ascend") and "-" not in name]
+    found = [
+        (name, int(count)) for name, count in limits.items() if name.startswith("huawei.com/Ascend") and "-" not in name
+    ]
     return found[0] if found else None
 
 

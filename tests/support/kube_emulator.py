@@ -4,6 +4,7 @@ background thread, with the fixes kopf and the sync kubernetes client need (see 
 kmock stands in for a real API server, which cannot run here; it has no Job controller, no
 garbage collection and no label-selector filtering, so the tests play those parts (job_runner.py).
 """
+
 import asyncio
 import collections
 import contextvars
@@ -24,16 +25,16 @@ import jsonpatch
 import kmock
 import yaml
 
-CRD_KEY = 'pnaseval.io/v1alpha1/pnasevals'
+CRD_KEY = "pnaseval.io/v1alpha1/pnasevals"
 
 
-_CURRENT_RV: contextvars.ContextVar[int | None] = contextvars.ContextVar('_CURRENT_RV', default=None)
+_CURRENT_RV: contextvars.ContextVar[int | None] = contextvars.ContextVar("_CURRENT_RV", default=None)
 
 
 class _RecordingBus(kmock.Bus):
     """A per-resource event bus that also keeps a log of (resourceVersion, event)."""
 
-    def __init__(self, owner: 'PatchedEmulator'):
+    def __init__(self, owner: "PatchedEmulator"):
         super().__init__()
         self.owner = owner
         self.log: list[tuple[int, dict]] = []
@@ -45,10 +46,10 @@ class _RecordingBus(kmock.Bus):
             rv = _CURRENT_RV.get()
             if rv is None:
                 rv = next(self.owner._rv_counter)
-            if item.get('type') == 'DELETED':   # k8s bumps the rv on deletion too
-                obj = dict(item['object'])
-                obj['metadata'] = dict(obj.get('metadata', {}), resourceVersion=str(rv))
-                item = {'type': 'DELETED', 'object': obj}
+            if item.get("type") == "DELETED":  # k8s bumps the rv on deletion too
+                obj = dict(item["object"])
+                obj["metadata"] = dict(obj.get("metadata", {}), resourceVersion=str(rv))
+                item = {"type": "DELETED", "object": obj}
             self.log.append((rv, item))
             self.owner._rv_committed = max(self.owner._rv_committed, rv)
             stamped.append(item)
@@ -79,14 +80,23 @@ class Fault:
     hits: int = 0
     first: float | None = None
 
-    REASONS = {403: "Forbidden", 409: "AlreadyExists", 422: "Invalid", 429: "TooManyRequests", 500: "InternalError", 503: "ServiceUnavailable"}
+    REASONS = {
+        403: "Forbidden",
+        409: "AlreadyExists",
+        422: "Invalid",
+        429: "TooManyRequests",
+        500: "InternalError",
+        503: "ServiceUnavailable",
+    }
 
     def take(self, method: str, path: str) -> bool:
         if not self.active or method != self.method or not re.search(self.path, path):
             return False
         now = time.monotonic()
         self.first = self.first or now
-        if (self.times is not None and self.hits >= self.times) or (self.seconds is not None and now - self.first > self.seconds):
+        if (self.times is not None and self.hits >= self.times) or (
+            self.seconds is not None and now - self.first > self.seconds
+        ):
             self.active = False
             return False
         self.hits += 1
@@ -98,7 +108,15 @@ class Fault:
 
 def failure(code: int, reason: str, message: str) -> aiohttp.web.Response:
     """A failed request as kube-apiserver answers it: the HTTP code and a metav1 Status object."""
-    body = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message, "reason": reason, "code": code}
+    body = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
     return aiohttp.web.json_response(body, status=code)
 
 
@@ -157,85 +175,109 @@ class PatchedEmulator(kmock.KubernetesEmulator):
         if len(self._requests) > 150:
             del self._requests[:-100]
         path = raw_request.path_qs
-        self.log.append((time.monotonic(), raw_request.method, path, raw_request.headers.get('User-Agent', '')))
+        self.log.append((time.monotonic(), raw_request.method, path, raw_request.headers.get("User-Agent", "")))
         fault = next((f for f in list(self.faults) if f.take(raw_request.method, path)), None)
         if fault is not None:
             await raw_request.read()
             if fault.hang:
                 await asyncio.sleep(fault.hang)
             return fault.response()
-        namespace_path = re.fullmatch(r'/api/v1/namespaces(?:/([^/]+))?/?', raw_request.path)
-        if namespace_path and raw_request.query.get('watch') not in ('true', 'True', '1'):
+        namespace_path = re.fullmatch(r"/api/v1/namespaces(?:/([^/]+))?/?", raw_request.path)
+        if namespace_path and raw_request.query.get("watch") not in ("true", "True", "1"):
             return await self._namespace(raw_request, namespace_path.group(1))
-        if raw_request.query.get('watch') in ('True', '1'):
-            raw_request = raw_request.clone(rel_url=raw_request.rel_url.update_query(watch='true'))
+        if raw_request.query.get("watch") in ("True", "1"):
+            raw_request = raw_request.clone(rel_url=raw_request.rel_url.update_query(watch="true"))
         response = await super().__call__(raw_request)
-        if raw_request.method == 'POST' and response.status == 200 and not response.prepared:
+        if raw_request.method == "POST" and response.status == 200 and not response.prepared:
             response.set_status(201)
         return response
 
     async def _namespace(self, raw_request, name: str | None) -> aiohttp.web.Response:
         """Namespace objects (see 10 above)."""
         method = raw_request.method
-        if name is None and method == 'GET':
-            items = [ns for ns in self.namespaces.values() if selected(types.SimpleNamespace(params=dict(raw_request.query)), ns)]
-            return aiohttp.web.json_response({"apiVersion": "v1", "kind": "NamespaceList",
-                                              "metadata": {"resourceVersion": str(self._rv_committed)}, "items": items})
-        if name is None and method == 'POST':
+        if name is None and method == "GET":
+            items = [
+                ns
+                for ns in self.namespaces.values()
+                if selected(types.SimpleNamespace(params=dict(raw_request.query)), ns)
+            ]
+            return aiohttp.web.json_response(
+                {
+                    "apiVersion": "v1",
+                    "kind": "NamespaceList",
+                    "metadata": {"resourceVersion": str(self._rv_committed)},
+                    "items": items,
+                }
+            )
+        if name is None and method == "POST":
             body = await raw_request.json()
             name = body["metadata"]["name"]
             if name in self.namespaces:
                 return failure(409, "AlreadyExists", f'namespaces "{name}" already exists')
-            body["metadata"].update(uid=str(uuid.uuid4()), resourceVersion=str(next(self._rv_counter)),
-                                    creationTimestamp=datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ'))
+            body["metadata"].update(
+                uid=str(uuid.uuid4()),
+                resourceVersion=str(next(self._rv_counter)),
+                creationTimestamp=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            )
             body.update(apiVersion="v1", kind="Namespace", status={"phase": "Active"})
             self.namespaces[name] = body
             return aiohttp.web.json_response(body, status=201)
         if name not in self.namespaces:
             return failure(404, "NotFound", f'namespaces "{name}" not found')
-        if method == 'PATCH':
+        if method == "PATCH":
             patch = await raw_request.json()
-            self.namespaces[name] = jsonpatch.apply_patch(self.namespaces[name], patch) if isinstance(patch, list) else _merge(self.namespaces[name], patch)
-        elif method == 'DELETE':
+            self.namespaces[name] = (
+                jsonpatch.apply_patch(self.namespaces[name], patch)
+                if isinstance(patch, list)
+                else _merge(self.namespaces[name], patch)
+            )
+        elif method == "DELETE":
             return aiohttp.web.json_response(self.namespaces.pop(name))
         return aiohttp.web.json_response(self.namespaces[name])
 
     async def _handle(self, request):
         # NB: no awaits between the rv assignment and kmock's lock acquisition => rv order == lock order.
         token = None
-        if request.resource is not None and request.action in (kmock.action.CREATE, kmock.action.UPDATE,
-                                                               kmock.action.DELETE):
+        if request.resource is not None and request.action in (
+            kmock.action.CREATE,
+            kmock.action.UPDATE,
+            kmock.action.DELETE,
+        ):
             rv = next(self._rv_counter)
             token = _CURRENT_RV.set(rv)
             if request.action == kmock.action.CREATE and isinstance(request.data, dict):
-                meta = request.data.setdefault('metadata', {})
-                if request.namespace and not meta.get('namespace'):  # the API server fills it from the URL
-                    meta['namespace'] = request.namespace
-                meta.setdefault('uid', str(uuid.uuid4()))
-                if not meta.get('name') and meta.get('generateName'):  # kopf names its Events this way
-                    meta['name'] = meta['generateName'] + uuid.uuid4().hex[:5]
-                meta.setdefault('creationTimestamp',
-                                datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ'))
-                meta['resourceVersion'] = str(rv)
-                self.created[(request.resource.plural, meta.get('namespace', ''), meta.get('name', ''))] = time.monotonic()
+                meta = request.data.setdefault("metadata", {})
+                if request.namespace and not meta.get("namespace"):  # the API server fills it from the URL
+                    meta["namespace"] = request.namespace
+                meta.setdefault("uid", str(uuid.uuid4()))
+                if not meta.get("name") and meta.get("generateName"):  # kopf names its Events this way
+                    meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
+                meta.setdefault(
+                    "creationTimestamp", datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+                )
+                meta["resourceVersion"] = str(rv)
+                self.created[(request.resource.plural, meta.get("namespace", ""), meta.get("name", ""))] = (
+                    time.monotonic()
+                )
             elif request.action == kmock.action.UPDATE and isinstance(request.data, dict):
-                if request.data.get('metadata') is None:
-                    request.data['metadata'] = {}
-                request.data['metadata']['resourceVersion'] = str(rv)
+                if request.data.get("metadata") is None:
+                    request.data["metadata"] = {}
+                request.data["metadata"]["resourceVersion"] = str(rv)
             elif request.action == kmock.action.UPDATE and isinstance(request.data, list):
-                request.data.append({'op': 'replace', 'path': '/metadata/resourceVersion', 'value': str(rv)})
+                request.data.append({"op": "replace", "path": "/metadata/resourceVersion", "value": str(rv)})
         try:
             return await super()._handle(request)
         except jsonpatch.JsonPatchException as e:
-            raise kmock.KubernetesError(status=422, reason='Invalid', message=str(e))
+            raise kmock.KubernetesError(status=422, reason="Invalid", message=str(e))
         finally:
-            if token is not None:   # aiohttp reuses one task per keep-alive connection
+            if token is not None:  # aiohttp reuses one task per keep-alive connection
                 _CURRENT_RV.reset(token)
 
     def _matches(self, request, event) -> bool:
-        meta = event.get('object', {}).get('metadata', {})
-        return self._KubernetesEmulator__check(request, request.resource, meta.get('namespace'),
-                                               meta.get('name'), strict=False) and selected(request, event.get('object', {}))
+        meta = event.get("object", {}).get("metadata", {})
+        return self._KubernetesEmulator__check(
+            request, request.resource, meta.get("namespace"), meta.get("name"), strict=False
+        ) and selected(request, event.get("object", {}))
 
     async def _serve_list(self, request):
         if not any(res == request.resource for res in self._get_resources()):
@@ -246,15 +288,19 @@ class PatchedEmulator(kmock.KubernetesEmulator):
             rv = self._rv_committed
         res = request.resource
         info = self.resources[res] if res in self.resources else None
-        kind = (info.kind if info is not None and info.kind else res.plural.capitalize()) + 'List'
-        api_version = f'{res.group}/{res.version}' if res.group else res.version
-        return {'apiVersion': api_version, 'kind': kind,  # kubectl needs these
-                'metadata': {'resourceVersion': str(rv)}, 'items': items}
+        kind = (info.kind if info is not None and info.kind else res.plural.capitalize()) + "List"
+        api_version = f"{res.group}/{res.version}" if res.group else res.version
+        return {
+            "apiVersion": api_version,
+            "kind": kind,  # kubectl needs these
+            "metadata": {"resourceVersion": str(rv)},
+            "items": items,
+        }
 
     async def _serve_watch(self, request):
-        yield b''  # send the headers now
-        since = request.params.get('resourceVersion')
-        timeout = request.params.get('timeoutSeconds')
+        yield b""  # send the headers now
+        since = request.params.get("resourceVersion")
+        timeout = request.params.get("timeoutSeconds")
         deadline = None if not timeout else asyncio.get_running_loop().time() + float(timeout)
         bus = self._buses[request.resource]
         async with self._lock:  # mark + snapshot atomically (kmock publishes under this lock)
@@ -263,7 +309,7 @@ class PatchedEmulator(kmock.KubernetesEmulator):
                 replay = [ev for rv, ev in bus.log if rv > int(since) and self._matches(request, ev)]
             else:
                 objs = self._KubernetesEmulator__get_objs(request, strict=False)
-                replay = [{'type': 'ADDED', 'object': obj.raw} for obj in objs if not obj.deleted]
+                replay = [{"type": "ADDED", "object": obj.raw} for obj in objs if not obj.deleted]
         try:
             for event in replay:
                 yield event
@@ -292,37 +338,37 @@ def _merge(target: dict, patch: dict) -> dict:
 
 
 def _terms(text: str | None) -> list[tuple[str, str, str | None]]:
-    """"a=b,c!=d,e,!f" -> [(a, '=', b), (c, '!=', d), (e, 'exists', None), (f, '!exists', None)]."""
+    """ "a=b,c!=d,e,!f" -> [(a, '=', b), (c, '!=', d), (e, 'exists', None), (f, '!exists', None)]."""
     out = []
-    for term in filter(None, (t.strip() for t in (text or '').split(','))):
-        for op in ('!=', '==', '='):
+    for term in filter(None, (t.strip() for t in (text or "").split(","))):
+        for op in ("!=", "==", "="):
             if op in term:
                 key, _, value = term.partition(op)
-                out.append((key.strip(), '!=' if op == '!=' else '=', value.strip()))
+                out.append((key.strip(), "!=" if op == "!=" else "=", value.strip()))
                 break
         else:
-            out.append((term[1:], '!exists', None) if term.startswith('!') else (term, 'exists', None))
+            out.append((term[1:], "!exists", None) if term.startswith("!") else (term, "exists", None))
     return out
 
 
 def _field(obj: dict, path: str):
-    for part in path.split('.'):
+    for part in path.split("."):
         obj = obj.get(part) if isinstance(obj, dict) else None
     return obj
 
 
 def selected(request, obj: dict) -> bool:
     """Whether an object passes the request's labelSelector and fieldSelector."""
-    params = getattr(request, 'params', None) or {}
-    labels = (obj.get('metadata') or {}).get('labels') or {}
-    for key, op, value in _terms(params.get('labelSelector')):
-        if (op == 'exists' and key not in labels) or (op == '!exists' and key in labels):
+    params = getattr(request, "params", None) or {}
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    for key, op, value in _terms(params.get("labelSelector")):
+        if (op == "exists" and key not in labels) or (op == "!exists" and key in labels):
             return False
-        if (op == '=' and labels.get(key) != value) or (op == '!=' and labels.get(key) == value):
+        if (op == "=" and labels.get(key) != value) or (op == "!=" and labels.get(key) == value):
             return False
-    for key, op, value in _terms(params.get('fieldSelector')):
+    for key, op, value in _terms(params.get("fieldSelector")):
         found = _field(obj, key)
-        if (op == '=' and str(found) != value) or (op == '!=' and str(found) == value):
+        if (op == "=" and str(found) != value) or (op == "!=" and str(found) == value):
             return False
     return True
 
@@ -330,9 +376,11 @@ def selected(request, obj: dict) -> bool:
 def register_crd(k: kmock.KubernetesEmulator) -> None:
     k.resources.load_bundled()  # builtins: v1/pods, batch/v1/jobs, v1/events, v1/secrets, ...
     k.resources[CRD_KEY] = kmock.ResourceInfo(
-        kind='PnasEval', singular='pnaseval', namespaced=True,
-        verbs={'get', 'list', 'watch', 'create', 'patch', 'update', 'delete'},
-        subresources={'status'},
+        kind="PnasEval",
+        singular="pnaseval",
+        namespaced=True,
+        verbs={"get", "list", "watch", "create", "patch", "update", "delete"},
+        subresources={"status"},
     )
 
 
@@ -356,10 +404,10 @@ class KmockThread:
 
     # -- lifecycle ---------------------------------------------------------
     def start(self, timeout: float = 10) -> "KmockThread":
-        self._thread = threading.Thread(target=self._run, name='kmock', daemon=True)
+        self._thread = threading.Thread(target=self._run, name="kmock", daemon=True)
         self._thread.start()
         if not self._ready.wait(timeout):
-            raise RuntimeError('kmock did not start')
+            raise RuntimeError("kmock did not start")
         if self._error:
             raise self._error
         self.kubeconfig_path = self.write_kubeconfig()
@@ -402,7 +450,7 @@ class KmockThread:
 
     @property
     def url(self) -> str:
-        return f'http://127.0.0.1:{self.port}'
+        return f"http://127.0.0.1:{self.port}"
 
     def call(self, coro_or_fn, timeout: float = 10):
         """Run something on the emulator's loop (the emulator is not thread-safe)."""
@@ -411,18 +459,19 @@ class KmockThread:
 
         async def wrap():
             return coro_or_fn()
+
         return asyncio.run_coroutine_threadsafe(wrap(), self.loop).result(timeout)
 
     def write_kubeconfig(self) -> str:
         cfg = {
-            'apiVersion': 'v1', 'kind': 'Config',
-            'clusters': [{'name': 'kmock', 'cluster': {'server': self.url}}],
-            'users': [{'name': 'kmock', 'user': {'token': 'dummy'}}],
-            'contexts': [{'name': 'kmock', 'context': {'cluster': 'kmock', 'user': 'kmock',
-                                                       'namespace': 'default'}}],
-            'current-context': 'kmock',
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "kmock", "cluster": {"server": self.url}}],
+            "users": [{"name": "kmock", "user": {"token": "dummy"}}],
+            "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "kmock", "namespace": "default"}}],
+            "current-context": "kmock",
         }
-        fd, path = tempfile.mkstemp(prefix='kmock-kubeconfig-', suffix='.yaml')
-        with os.fdopen(fd, 'w') as f:
+        fd, path = tempfile.mkstemp(prefix="kmock-kubeconfig-", suffix=".yaml")
+        with os.fdopen(fd, "w") as f:
             yaml.safe_dump(cfg, f)
         return path

@@ -1,5 +1,6 @@
 """A real S3-protocol server on loopback for tests: moto's server, with credentials enforced, behind a
 TCP proxy that can be stopped and restarted to simulate the server going away mid-request."""
+
 from __future__ import annotations
 
 import json

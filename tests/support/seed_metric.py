@@ -1,5 +1,6 @@
 """The seed's vision_metric_ImageNet.py, re-implemented file by file as the guide describes it:
 the reference the fast aggregator must match byte for byte (including its tie breaking)."""
+
 from __future__ import annotations
 
 import json
@@ -40,8 +41,12 @@ def seed_score(result_dir, labels_path, topn: int = 5) -> str:
                 count_hit[i] += 1
                 break
     table = {"title": "Overall statistical evaluation", "value": []}
-    table["value"].extend([{"key": "Number of images", "value": str(count)}, {"key": "Number of classes", "value": str(n_labels)}])
+    table["value"].extend(
+        [{"key": "Number of images", "value": str(count)}, {"key": "Number of classes", "value": str(n_labels)}]
+    )
     accuracy = np.cumsum(count_hit) / count if count else 0
     for i in range(res_cnt):
-        table["value"].append({"key": "Top" + str(i + 1) + " accuracy", "value": str(round(accuracy[i] * 100, 2)) + "%"})
+        table["value"].append(
+            {"key": "Top" + str(i + 1) + " accuracy", "value": str(round(accuracy[i] * 100, 2)) + "%"}
+        )
     return json.dumps(table)

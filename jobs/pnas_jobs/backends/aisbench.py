@@ -5,6 +5,7 @@ imports the same `ais_bench.infer.interface` (and through it the compiled `aclru
 exactly when the Python API does. Nothing here can run without an NPU; tests drive this module with
 stand-ins of ais_bench and aclruntime (tests/support/fake_ais_bench, fake_aclruntime).
 """
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """onnxruntime on CPU, CUDA or TensorRT."""
+
 from __future__ import annotations
 
 import tempfile

@@ -3,6 +3,7 @@
 It is fed the very tensors the other backends get from the shards, so its outputs are the
 reference a deployed backend is compared with (the fidelity report), and a backend of its own.
 """
+
 from __future__ import annotations
 
 import time

@@ -7,6 +7,7 @@ this module stays light enough for the operator). The spec's choices, the cross-
 planner, the Job builders and the infer stage all read these entries: adding a backend is one
 module under `backends/` and one entry here.
 """
+
 from __future__ import annotations
 
 import importlib

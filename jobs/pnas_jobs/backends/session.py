@@ -4,6 +4,7 @@ A registry entry's `session` callable opens one, with keyword arguments `model_p
 it runs), `device`, `batch_size`, `threads`, `device_id` and `model` (the timm name); each backend
 takes what it needs.
 """
+
 from __future__ import annotations
 
 from typing import Protocol

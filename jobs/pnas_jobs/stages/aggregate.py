@@ -7,6 +7,7 @@ classes or nothing to score at all stop the stage before it writes. Publishing r
 report first and writes the new one last (it lists each published file's checksum), and removes
 the accuracy files of batch sizes this run does not have: the run's folder never mixes two inputs.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -96,10 +97,14 @@ def _combined_timing(markers: list[dict], batch_size: int) -> Timing:
 
 def _read_batch_size(store, batch_size: int, shards: list[dict], models: set[str] | None, work: Path):
     """Names, scores and markers of every shard at this batch size; UserError unless all are there and current."""
-    return _read_results(store, lambda index: layout.result_marker(batch_size, index), f"batch size {batch_size}", shards, models, work)
+    return _read_results(
+        store, lambda index: layout.result_marker(batch_size, index), f"batch size {batch_size}", shards, models, work
+    )
 
 
-def _read_results(store, marker_key: Callable[[int], str], what: str, shards: list[dict], models: set[str] | None, work: Path):
+def _read_results(
+    store, marker_key: Callable[[int], str], what: str, shards: list[dict], models: set[str] | None, work: Path
+):
     """Names, scores and markers of these shards' results (`marker_key`: where a shard's record is)."""
     markers, missing, stale = [], [], []
     for shard in shards:
@@ -162,7 +167,9 @@ def _batch_report(batch_size: int, names, scores, markers, labels, labels_uri) -
         classes=int(scores.shape[1]) if len(names) else 0,
         accuracy=accuracy,
         timing=timing,
-        shards=[{k: m[k] for k in ("index", "images", "seconds", "end_to_end_images_per_s", "compute")} for m in markers],
+        shards=[
+            {k: m[k] for k in ("index", "images", "seconds", "end_to_end_images_per_s", "compute")} for m in markers
+        ],
         backend=markers[0]["backend"] if markers else None,
         device=markers[0]["device"] if markers else None,
     ), table
@@ -174,9 +181,13 @@ class Reference:
     def __init__(self, store, sample: tuple[int, ...], shard_records: list[dict], models, work: Path):
         outside = [i for i in sample if i >= len(shard_records)]
         if outside:
-            raise UserError(f"--reference-sample: shards {outside} are not shards of this run ({len(shard_records)} shards)")
+            raise UserError(
+                f"--reference-sample: shards {outside} are not shards of this run ({len(shard_records)} shards)"
+            )
         chosen = [shard_records[i] for i in sample]
-        self.names, self.scores, markers = _read_results(store, layout.reference_marker, "the fidelity reference", chosen, models, work)
+        self.names, self.scores, markers = _read_results(
+            store, layout.reference_marker, "the fidelity reference", chosen, models, work
+        )
         if not self.names:
             raise UserError(
                 f"the fidelity sample (shards {list(sample)}) holds no usable image: raise spec.fidelity.images "
@@ -186,7 +197,9 @@ class Reference:
         self.device = markers[0]["device"]
         self.seconds = sum(m["seconds"] for m in markers)
 
-    def compare(self, batch: BatchReport, names: list[str], scores: np.ndarray, labels: metric.Labels, max_drop: float) -> None:
+    def compare(
+        self, batch: BatchReport, names: list[str], scores: np.ndarray, labels: metric.Labels, max_drop: float
+    ) -> None:
         """Put this batch size's fidelity (the same images' scores, row for row) in its report and result."""
         row_of = {name: row for row, name in enumerate(names)}
         deployed = scores[[row_of[n] for n in self.names]] if self.names else scores[:0]
@@ -206,9 +219,15 @@ class Reference:
         return {
             "what": "each batch size's deployed outputs against the reference's on the same real images "
             "(export, conversion precision, runtime; not preprocessing: both get the same tensors)",
-            "reference": self.backend, "device": self.device, "shards": list(self.sample), "images": len(self.names),
-            "maxTop1Drop": max_drop, "ok": not failing, "failingBatchSizes": failing, "seconds": self.seconds,
-        }  # fmt: skip
+            "reference": self.backend,
+            "device": self.device,
+            "shards": list(self.sample),
+            "images": len(self.names),
+            "maxTop1Drop": max_drop,
+            "ok": not failing,
+            "failingBatchSizes": failing,
+            "seconds": self.seconds,
+        }
 
 
 def _checks(convert: dict, reference: Reference | None, per_batch: list[BatchReport], max_drop: float | None) -> dict:
@@ -217,9 +236,11 @@ def _checks(convert: dict, reference: Reference | None, per_batch: list[BatchRep
     checks = {
         "conversionParity": {
             "what": "PyTorch against the exported ONNX on random inputs, at convert (export errors only)",
-            "samples": parity.get("samples"), "tolerance": parity.get("tolerance"), "ok": parity.get("passed"),
+            "samples": parity.get("samples"),
+            "tolerance": parity.get("tolerance"),
+            "ok": parity.get("passed"),
             "maxAbsDiff": max((v["max_abs_diff"] for v in parity.values() if isinstance(v, dict)), default=None),
-        }  # fmt: skip
+        }
     }
     if reference is not None:
         checks["fidelity"] = reference.check(per_batch, max_drop)
@@ -275,7 +296,9 @@ def _publish(store, tables: dict[int, dict], report: Report) -> None:
     current = {layout.accuracy_json(b) for b in tables}
     for key in store.list():
         if _ACCURACY_JSON.fullmatch(key) and key not in current:
-            log.info("aggregate: removing %s: this run has no batch size %s", key, key[len("result_bs") : -len(".json")])
+            log.info(
+                "aggregate: removing %s: this run has no batch size %s", key, key[len("result_bs") : -len(".json")]
+            )
             store.delete(key)
     records.write(store, layout.REPORT, report.dump())
 
@@ -310,7 +333,10 @@ def main(p: AggregateParams) -> dict:
             per_batch.append(result)
     report = Report(
         run=store.uri,
-        model={k: convert.get(k) for k in ("model", "num_classes", "label_offset", "input_size", "opset", "weights", "parity")}
+        model={
+            k: convert.get(k)
+            for k in ("model", "num_classes", "label_offset", "input_size", "opset", "weights", "parity")
+        }
         | {"onnx_sha256": convert.get("onnx", {}).get("sha256"), "om": convert.get("om")},
         dataset=data,
         shards=[
@@ -332,13 +358,22 @@ def main(p: AggregateParams) -> dict:
     for row in per_batch:
         log.info(
             "aggregate bs%d: %d %s, top-1 %s%%, top-5 %s%%",
-            row.batch_size, row.images, "image" if row.images == 1 else "images", row.top1, row.top5,
-        )  # fmt: skip
+            row.batch_size,
+            row.images,
+            "image" if row.images == 1 else "images",
+            row.top1,
+            row.top5,
+        )
         if row.fidelity:
             log.log(
                 logging.INFO if row.fidelity_ok else logging.WARNING,
                 "fidelity bs%d: top-1 agreement %.2f%% with %s on %d images, top-1 drop %.2f points (max %g): %s",
-                row.batch_size, row.top1_agreement, row.fidelity["reference"], row.fidelity["images"], row.top1_drop,
-                max_drop, "ok" if row.fidelity_ok else "FAILED",
-            )  # fmt: skip
+                row.batch_size,
+                row.top1_agreement,
+                row.fidelity["reference"],
+                row.fidelity["images"],
+                row.top1_drop,
+                max_drop,
+                "ok" if row.fidelity_ok else "FAILED",
+            )
     return report.dump()

@@ -4,6 +4,7 @@ Only a folder that holds a run's records is taken for a run root, and only what 
 is deleted (model/, shards/, results/, the accuracy files and the report): pointed at any other
 folder, or at the parent of runs, it deletes nothing and says why. It says what it deletes.
 """
+
 from __future__ import annotations
 
 import logging
@@ -33,14 +34,18 @@ def main(p: CleanupParams) -> int:
     others = sorted(set(keys) - set(ours))
     parts = Counter(k.split("/", 1)[0] + ("/" if "/" in k else "") for k in ours)
     log.info(
-        "cleanup: deleting %d objects of the run at %s: %s", len(ours), store.uri,
+        "cleanup: deleting %d objects of the run at %s: %s",
+        len(ours),
+        store.uri,
         ", ".join(f"{part} ({count})" for part, count in sorted(parts.items())),
-    )  # fmt: skip
+    )
     if others:
         log.info(
             "cleanup: keeping %d %s a run does not write, e.g. %s",
-            len(others), "object" if len(others) == 1 else "objects", ", ".join(others[:3]),
-        )  # fmt: skip
+            len(others),
+            "object" if len(others) == 1 else "objects",
+            ", ".join(others[:3]),
+        )
     for key in ours:
         store.delete(key)
     return len(ours)

@@ -3,6 +3,7 @@ one self-contained `.onnx`, checked against PyTorch; for Ascend also ATC -> one 
 
 Mirrors the seed's pnasnet5large_onnx.py + `python -m onnxsim --overwrite-input-shape=-1,3,H,W` + atc.
 """
+
 from __future__ import annotations
 
 import logging
@@ -156,11 +157,15 @@ def main(p: ConvertParams) -> dict:
         weights_path = fetch_weights(p.weights, work)
         weights_sha256 = records.sha256_file(weights_path) if weights_path else None
         inputs = _inputs(p, input_size, weights_sha256)
-        if not p.force and (done := records.finished(store, layout.CONVERT_RECORD, inputs, outputs=records.model_files)):
+        if not p.force and (
+            done := records.finished(store, layout.CONVERT_RECORD, inputs, outputs=records.model_files)
+        ):
             log.info("convert: already done for these inputs (%s); skipping", layout.CONVERT_RECORD)
             return done
         atc_commands = _atc_commands(ONNX_FILE, p.batch_sizes, input_size, p.soc_version) if p.target == "om" else {}
-        model, weights_record, num_classes, check, simplified = _export_checked(p, work, weights_path, input_size, timings)
+        model, weights_record, num_classes, check, simplified = _export_checked(
+            p, work, weights_path, input_size, timings
+        )
         if weights_sha256:
             weights_record["sha256"] = weights_sha256
         record = dict(
@@ -175,7 +180,9 @@ def main(p: ConvertParams) -> dict:
             timings=timings,
         )
         etag = store.upload(simplified, layout.ONNX_MODEL)
-        record["onnx"] = records.output(layout.ONNX_MODEL, records.sha256_file(simplified), simplified.stat().st_size, etag)
+        record["onnx"] = records.output(
+            layout.ONNX_MODEL, records.sha256_file(simplified), simplified.stat().st_size, etag
+        )
         if p.keep_state_dict:
             record["state_dict"] = _keep_state_dict(model, store, work)
         if p.target == "om":
@@ -183,16 +190,18 @@ def main(p: ConvertParams) -> dict:
         records.write(store, layout.CONVERT_RECORD, record)
     log.info(
         "convert: %s -> %s (%d classes, parity max |diff| %.2g) in %.1f s",
-        p.model, f"{store.uri}/{layout.ONNX_MODEL}", num_classes, check["onnx_simplified"]["max_abs_diff"], sum(timings.values()),
-    )  # fmt: skip
+        p.model,
+        f"{store.uri}/{layout.ONNX_MODEL}",
+        num_classes,
+        check["onnx_simplified"]["max_abs_diff"],
+        sum(timings.values()),
+    )
     return record
 
 
 def _atc_commands(onnx_name: str, batch_sizes, input_size: int, soc_version: str) -> dict[int, list[str]]:
     """ATC's command per batch size; checked before any work, as nothing else can stand in for ATC."""
-    commands = {
-        bs: atc_command(onnx_name, f"model_bs{bs}", bs, input_size, soc_version) for bs in sorted(batch_sizes)
-    }
+    commands = {bs: atc_command(onnx_name, f"model_bs{bs}", bs, input_size, soc_version) for bs in sorted(batch_sizes)}
     if shutil.which("atc") is None:
         printed = "\n".join(" ".join(c) for c in commands.values())
         raise UserError(
@@ -218,7 +227,9 @@ def _atc(store, commands: dict[int, list[str]], work: Path, timings: dict) -> di
         if result.returncode != 0 or len(found) != 1:
             tail = (result.stdout + result.stderr).strip().splitlines()[-5:]
             wrote = ", ".join(p.name for p in found) or f"no model_bs{bs}.om or model_bs{bs}_*.om"
-            raise UserError(f"atc failed for batch size {bs} (exit {result.returncode}, wrote {wrote}): {' | '.join(tail)}")
+            raise UserError(
+                f"atc failed for batch size {bs} (exit {result.returncode}, wrote {wrote}): {' | '.join(tail)}"
+            )
         produced = found[0]
         store.upload(produced, layout.om_model(bs))
         out[str(bs)] = {

@@ -5,6 +5,7 @@ one, and a second thread formats and writes results, so the device waits on neit
 ais_bench, the last short batch is padded with copies of its first image and the padded outputs
 are dropped; one warm-up batch runs before timing starts.
 """
+
 from __future__ import annotations
 
 import logging
@@ -44,7 +45,9 @@ def load_pixels(store: Store, shard: dict, work: Path) -> np.ndarray:
         raise ShardCorrupt(f"shard {index}: {shard['pixels']['key']} is missing; {redo}") from None
     size, expected = path.stat().st_size, int(np.prod(shape))
     if size != expected or records.sha256_file(path) != shard["pixels"]["sha256"]:
-        raise ShardCorrupt(f"shard {index}: {shard['pixels']['key']} is corrupt ({size} bytes, checksum mismatch); {redo}")
+        raise ShardCorrupt(
+            f"shard {index}: {shard['pixels']['key']} is corrupt ({size} bytes, checksum mismatch); {redo}"
+        )
     return np.memmap(path, dtype=np.uint8, mode="r", shape=shape)
 
 
@@ -158,9 +161,13 @@ def main(p: InferParams) -> dict:
         raise UserError(f"shard {index} does not exist under {store.uri}: run the shard stage first")
     model = model_entry(convert, backend, p.batch_size)
     inputs = dict(
-        model_sha256=model["sha256"], shard=records.shard_identity(shard), index=index,
-        batch_size=p.batch_size, backend=backend.name, device=device,
-    ) | ({"reference": True} if p.reference else {})  # fmt: skip
+        model_sha256=model["sha256"],
+        shard=records.shard_identity(shard),
+        index=index,
+        batch_size=p.batch_size,
+        backend=backend.name,
+        device=device,
+    ) | ({"reference": True} if p.reference else {})
     check_labels(shard, int(convert["num_classes"]))  # even when done: results the labels cannot score are no results
     marker, tar_key = output_keys(p, index)
     if not p.force and (done := records.finished(store, marker, inputs, outputs=lambda r: [r["tar"]])):
@@ -173,9 +180,13 @@ def main(p: InferParams) -> dict:
         pixels = load_pixels(store, shard, work)
         model_path = store.fetch(model["key"], work)
         session = backend.open(
-            model_path=model_path, device=device, batch_size=p.batch_size, threads=threads, device_id=p.device_id,
+            model_path=model_path,
+            device=device,
+            batch_size=p.batch_size,
+            threads=threads,
+            device_id=p.device_id,
             model=convert["model"],
-        )  # fmt: skip
+        )
         try:
             tar_path = work / "results.tar"
             result = _infer(session, pixels, shard["images"], p.batch_size, config, tar_path)
@@ -183,15 +194,24 @@ def main(p: InferParams) -> dict:
             session.close()
         etag = store.upload(tar_path, tar_key)
         result.update(
-            inputs=inputs, index=index, batch_size=p.batch_size, backend=backend.name, device=device, threads=threads,
+            inputs=inputs,
+            index=index,
+            batch_size=p.batch_size,
+            backend=backend.name,
+            device=device,
+            threads=threads,
             providers=getattr(session, "providers", None),
             tar=records.output(tar_key, records.sha256_file(tar_path), tar_path.stat().st_size, etag),
-        )  # fmt: skip
+        )
     records.write(store, marker, result)  # last: the results now exist
     log.info(
         "infer shard %d bs%d: %d images, compute %.1f img/s, end to end %.1f img/s",
-        index, p.batch_size, result["images"], result["compute"].get("throughput", 0.0), result["end_to_end_images_per_s"],
-    )  # fmt: skip
+        index,
+        p.batch_size,
+        result["images"],
+        result["compute"].get("throughput", 0.0),
+        result["end_to_end_images_per_s"],
+    )
     return result
 
 

@@ -7,6 +7,7 @@ the summary file (the pod's termination message, which the operator turns into t
 condition). Exit 2 when something must change, 1 when storage did not answer (the Job retries).
 Imports nothing heavy: no torch, no numpy decoding.
 """
+
 from __future__ import annotations
 
 import logging

@@ -10,6 +10,7 @@ no extra read), and the labels of its images. An image whose token changed is re
 again; a shard is redone only when some image's bytes, a label, the preprocessing or the pixels
 in storage differ.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -94,7 +95,9 @@ def _write_crops(p: ShardParams, index: int, data: dataset.Dataset, keys, config
     try:
         os.ftruncate(shard_file, size * len(keys))  # one slot per image, in order
         stored = 0  # bytes of crops kept: the slots of failed images are squeezed out
-        for slot, (key, (error, content)) in enumerate(_crops(p.images, settings, keys, config, p.workers, pixels, size)):
+        for slot, (key, (error, content)) in enumerate(
+            _crops(p.images, settings, keys, config, p.workers, pixels, size)
+        ):
             sources[key] = [data.versions[key], content]
             name = dataset.image_name(key)
             if error is None and name not in data.labels:
@@ -188,9 +191,15 @@ def main(p: ShardParams) -> dict:
     )
     records.write(store, layout.shard_record(index), record)  # last: the shard now exists
     log.info(
-        "shard %d/%d: %d %s (%d failed) in %.1f s, %.0f images/s", index, p.shards, len(crops["images"]),
-        "image" if len(crops["images"]) == 1 else "images", len(crops["failed"]), seconds, len(keys) / seconds if seconds else 0.0,
-    )  # fmt: skip
+        "shard %d/%d: %d %s (%d failed) in %.1f s, %.0f images/s",
+        index,
+        p.shards,
+        len(crops["images"]),
+        "image" if len(crops["images"]) == 1 else "images",
+        len(crops["failed"]),
+        seconds,
+        len(keys) / seconds if seconds else 0.0,
+    )
     return record
 
 

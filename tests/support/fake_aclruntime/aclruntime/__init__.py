@@ -9,6 +9,7 @@ container sees are those in ASCEND_VISIBLE_DEVICES, read as the Ascend container
 from Volcano's annotation, else ids and ranges "3,5", "0-3"). Unset: a host with FAKE_NPU_COUNT NPUs
 (default 1). The model (an ONNX copy, see tests/support/fake_atc.py) runs with onnxruntime on the CPU.
 """
+
 import os
 import re
 import time

@@ -1,5 +1,6 @@
 """Stand-in of ais_bench.infer.interface (see the package docstring). Like upstream, it needs
 aclruntime at import time (msit ait/components/benchmark/ais_bench/infer/interface.py: `import aclruntime`)."""
+
 import os
 from types import SimpleNamespace
 

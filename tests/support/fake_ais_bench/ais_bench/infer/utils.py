@@ -5,6 +5,7 @@ is reshaped to (-1, last dim) and each row written with `np.savetxt(f, np.c_[row
 newline=" ")` then b"\\n": np.c_ makes the row a column, so every value is followed by a space and
 a row ends " \\n". fmt is "%f" for float16/32/64 and "%d" otherwise (get_ndata_fmt).
 """
+
 import numpy as np
 
 
