@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-fast bench bench-smoke crd venv clean
+.PHONY: demo test test-fast bench bench-smoke crd venv clean system-packages
 
 venv: $(VENV)/.installed
 
@@ -19,12 +19,24 @@ $(VENV)/.installed: pyproject.toml
 demo: venv
 	$(BIN)/pnas-eval demo examples/local.yaml
 
+# Debian packages some test tiers use: Chromium (the run report in a real browser) and Ceph's RADOS
+# Gateway (the real-S3 tier). Best effort: without them (not root, no apt) those tests skip and say why.
+SYSTEM_PACKAGES := chromium ceph-mon ceph-osd radosgw ceph-common
+system-packages:
+	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing $$missing (apt-get)"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null) \
+			|| echo "could not install $$missing: the tests that need them will skip"; \
+	else echo "not root or no apt-get: $$missing missing, the tests that need them will skip"; fi
+
 ## the whole test suite (the slow real-model tests included)
-test: venv
+test: venv system-packages
 	$(BIN)/pytest
 
 ## everything but the real pnasnet5large tests
-test-fast: venv
+test-fast: venv system-packages
 	$(BIN)/pytest -m "not slow"
 
 bench: venv
